@@ -1,0 +1,19 @@
+"""fairseq-el: EL-attention (Yan et al., ICML 2021) as a fairseq ``--user-dir`` plugin.
+
+Importing the package (what ``--user-dir`` does) registers the EL models and architectures and
+applies the version-guarded fixes in :mod:`fairseq_el.compat`.
+"""
+
+import os
+
+from fairseq_el.compat import checkpoints, diverse_beam
+
+checkpoints.apply()
+diverse_beam.apply()
+
+from fairseq_el import models  # noqa: E402  (registration needs the fixes above first)
+
+__version__ = "0.1.0"
+USER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+__all__ = ["USER_DIR", "models"]

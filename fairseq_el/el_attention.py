@@ -1,0 +1,115 @@
+"""EL encoder-decoder attention as a drop-in subclass of fairseq's ``MultiheadAttention``."""
+
+from typing import Dict, Optional, Tuple
+
+from fairseq.modules import MultiheadAttention
+from torch import Tensor
+
+from fairseq_el.el_math import el_attention
+
+IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
+
+
+class ELMultiheadAttention(MultiheadAttention):
+    """Encoder-decoder attention that never projects or caches the encoder output.
+
+    Parameters and their names are the stock ones (``q_proj``, ``k_proj``, ``v_proj``,
+    ``out_proj``), so stock state dicts load unchanged. EL is used in incremental decoding and
+    whenever the queries hold several hypotheses per encoder row (``query`` batch = k x ``key``
+    batch, hypotheses of a sentence contiguous, as fairseq's generators lay them out). Every other
+    call is the stock forward.
+    """
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor] = None,
+        incremental_state: IncrementalState = None,
+        need_weights: bool = True,
+        static_kv: bool = False,
+        attn_mask: Optional[Tensor] = None,
+        before_softmax: bool = False,
+        need_head_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        if self._el_applies(query, key, incremental_state, attn_mask, before_softmax):
+            return self._el_forward(
+                query, key, value, key_padding_mask, need_weights or need_head_weights,
+                need_head_weights,
+            )  # fmt: skip
+        return super().forward(
+            query, key, value, key_padding_mask=key_padding_mask,
+            incremental_state=incremental_state, need_weights=need_weights, static_kv=static_kv,
+            attn_mask=attn_mask, before_softmax=before_softmax,
+            need_head_weights=need_head_weights,
+        )  # fmt: skip
+
+    def _el_applies(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        incremental_state: IncrementalState,
+        attn_mask: Optional[Tensor],
+        before_softmax: bool,
+    ) -> bool:
+        if not self.encoder_decoder_attention or key is None:
+            return False
+        if self.bias_k is not None or self.add_zero_attn or attn_mask is not None:
+            return False  # extra key slots: not part of the identity, keep the stock math
+        if before_softmax or self.use_xformers:
+            return False
+        return incremental_state is not None or query.size(1) != key.size(1)
+
+    def set_beam_size(self, beam_size: int) -> None:
+        """EL needs no beam size: hypotheses per sentence are read off the batch sizes.
+
+        Stock attention would use it to take every beam-th row of a full-batch key, which is only
+        right during generation; keeping 1 keeps the stock fallback right everywhere.
+        """
+
+    def _el_forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor],
+        need_weights: bool,
+        need_head_weights: bool,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        tgt_len, bsz, embed_dim = query.size()
+        src_len, kv_bsz, _ = key.size()
+        if bsz % kv_bsz != 0:
+            raise ValueError(
+                f"EL attention: query batch {bsz} is not a multiple of the encoder batch {kv_bsz}"
+            )
+        group = bsz // kv_bsz  # hypotheses per sentence
+        value = key if value is None else value
+        if key_padding_mask is not None and key_padding_mask.size(0) != kv_bsz:
+            key_padding_mask = key_padding_mask.view(kv_bsz, group, src_len)[:, 0]  # (B, S)
+
+        q = self.q_proj(query) * self.scaling  # (T, B*g, E)
+        q = q.view(tgt_len, kv_bsz, group, self.num_heads, self.head_dim)
+        q = q.permute(1, 2, 0, 3, 4).reshape(kv_bsz, group * tgt_len, self.num_heads, -1)
+        # q: (B, g*T, H, D)
+        ctx, probs = el_attention(
+            q,
+            key.transpose(0, 1),  # (B, S, Ck)
+            value.transpose(0, 1),  # (B, S, Cv)
+            self.k_proj.weight,
+            self.v_proj.weight,
+            self.v_proj.bias,
+            key_padding_mask,
+            self.dropout_module,
+        )  # ctx: (B, g*T, H, D); probs: (B, g*T, H, S)
+        ctx = ctx.reshape(kv_bsz, group, tgt_len, embed_dim).permute(2, 0, 1, 3)  # (T, B, g, E)
+        attn = self.out_proj(ctx.reshape(tgt_len, bsz, embed_dim))  # (T, B*g, E)
+
+        weights: Optional[Tensor] = None
+        if need_weights:
+            weights = probs.view(kv_bsz, group, tgt_len, self.num_heads, src_len)
+            weights = weights.permute(3, 0, 1, 2, 4).reshape(self.num_heads, bsz, tgt_len, -1)
+            # weights: (H, B*g, T, S)
+            if not need_head_weights:
+                weights = weights.mean(dim=0)  # (B*g, T, S)
+        return attn, weights

@@ -1,0 +1,82 @@
+"""The EL-attention identity (Yan et al., ICML 2021), in one place.
+
+For one head h with query projection q_h = x W_q^h (scaled), key projection
+k_j^h = W_k^h s_j + b_k^h and value projection v_j^h = W_v^h s_j + b_v^h of hidden states s_j:
+
+    scores_hj = q_h . k_j^h = (q_h W_k^h) . s_j + q_h . b_k^h
+    out_h     = sum_j p_hj v_j^h = W_v^h (sum_j p_hj s_j) + (sum_j p_hj) b_v^h
+
+* ``q_h W_k^h`` is the *expanded query*: model width, attends to the un-projected states s, which
+  every head and every hypothesis of a sentence share, so no projected key/value is ever stored.
+* ``q_h . b_k^h`` is the same for every position j, and softmax is shift invariant: dropped exactly.
+* ``sum_j p_hj`` is 1 without attention dropout, so b_v passes through; with dropout we scale it by
+  the kept weight mass, which keeps the identity exact in training mode too.
+
+Costs: the score and weighted-sum products run at model width instead of head width (H times the
+FLOPs of stock attention against a cached projection) in exchange for reading one (S, C) tensor per
+sentence instead of H (S, C/H) keys and values per hypothesis.
+"""
+
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def expand_query(q: Tensor, k_weight: Tensor) -> Tensor:
+    """Fold each head's key projection into its query.
+
+    q: (..., H, D) scaled per-head queries; k_weight: (H*D, Ck) as in ``nn.Linear``.
+    Returns (..., H, Ck).
+    """
+    num_heads, head_dim = q.shape[-2:]
+    w = k_weight.view(num_heads, head_dim, -1)  # (H, D, Ck)
+    return torch.einsum("...hd,hdc->...hc", q, w)
+
+
+def project_context(ctx: Tensor, v_weight: Tensor) -> Tensor:
+    """Apply each head's value projection after the weighted sum.
+
+    ctx: (..., H, Cv) attention-weighted hidden states per head; v_weight: (H*D, Cv).
+    Returns (..., H, D).
+    """
+    num_heads = ctx.size(-2)
+    w = v_weight.view(num_heads, -1, v_weight.size(-1))  # (H, D, Cv)
+    return torch.einsum("...hc,hdc->...hd", ctx, w)
+
+
+def el_attention(
+    q: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    k_weight: Tensor,
+    v_weight: Tensor,
+    v_bias: Optional[Tensor],
+    key_padding_mask: Optional[Tensor] = None,
+    dropout: Optional[Callable[[Tensor], Tensor]] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Multi-head attention of M query rows per group against one shared, un-projected memory.
+
+    q: (G, M, H, D) scaled queries (bias included); keys: (G, S, Ck); values: (G, S, Cv);
+    key_padding_mask: (G, S), True at padding. Returns the per-head context (G, M, H, D), equal to
+    stock ``softmax(q k^T) v`` of the projected keys and values, and the float attention
+    probabilities (G, M, H, S).
+    """
+    groups, rows, num_heads, _ = q.shape
+    q_exp = expand_query(q, k_weight)  # (G, M, H, Ck)
+    scores = torch.bmm(
+        q_exp.reshape(groups, rows * num_heads, -1),  # (G, M*H, Ck)
+        keys.transpose(1, 2),  # (G, Ck, S)
+    )  # (G, M*H, S)
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask.unsqueeze(1).to(torch.bool), float("-inf"))
+    probs_float = torch.softmax(scores, dim=-1, dtype=torch.float32)  # (G, M*H, S)
+    probs = probs_float.type_as(scores)
+    if dropout is not None:
+        probs = dropout(probs)
+    ctx = torch.bmm(probs, values)  # (G, M*H, Cv)
+    out = project_context(ctx.view(groups, rows, num_heads, -1), v_weight)  # (G, M, H, D)
+    if v_bias is not None:
+        mass = probs.sum(dim=-1).view(groups, rows, num_heads, 1)  # (G, M, H, 1)
+        out = out + mass * v_bias.view(num_heads, -1)  # (H, D) broadcast
+    return out, probs_float.view(groups, rows, num_heads, -1)

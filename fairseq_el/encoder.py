@@ -1,0 +1,61 @@
+"""An encoder whose output stays at one row per sentence while the generator works per hypothesis."""
+
+from typing import Dict, List
+
+import torch
+from fairseq.models.transformer import TransformerEncoderBase
+from torch import Tensor
+
+# Encoder-output key holding, for every hypothesis row the generator works with, the index of its
+# sentence in the (compact) encoder output. Absent until the first reorder: rows are sentences.
+ROW_SENTENCE = "el_row_sentence"
+
+
+class ELTransformerEncoder(TransformerEncoderBase):
+    """Stock encoder; only ``reorder_encoder_out`` differs.
+
+    fairseq's generators expand the encoder output to one row per hypothesis and reorder it at
+    every step. Here the output is kept once per sentence: a reorder only maps hypothesis rows to
+    sentences, and the sentence tensors are index-selected only when the set of sentences changes
+    (finished sentences leave the batch). Rows must stay grouped by sentence, in equal numbers, as
+    fairseq's generators keep them; any other order expands the output to one row per hypothesis,
+    which is still exact.
+    """
+
+    @torch.jit.export
+    def reorder_encoder_out(
+        self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor
+    ) -> Dict[str, List[Tensor]]:
+        num_sentences = _num_sentences(encoder_out)
+        rows = encoder_out.get(ROW_SENTENCE, [])
+        row_sentence = (
+            rows[0] if len(rows) > 0 else torch.arange(num_sentences, device=new_order.device)
+        )
+        wanted = row_sentence.index_select(0, new_order)  # (N,) sentence of every new row
+        kept, row_to_kept = torch.unique(wanted, sorted=True, return_inverse=True)
+        if not _is_grouped(row_to_kept, kept.numel()):
+            kept, row_to_kept = wanted, torch.arange(wanted.numel(), device=wanted.device)
+        if kept.numel() == num_sentences and bool(
+            (kept == torch.arange(num_sentences, device=kept.device)).all()
+        ):
+            reordered = dict(encoder_out)
+        else:
+            reordered = super().reorder_encoder_out(encoder_out, kept)
+        reordered[ROW_SENTENCE] = [row_to_kept]
+        return reordered
+
+
+def _num_sentences(encoder_out: Dict[str, List[Tensor]]) -> int:
+    if len(encoder_out["encoder_out"]) > 0:
+        return encoder_out["encoder_out"][0].size(1)  # (S, B, C)
+    return encoder_out["src_tokens"][0].size(0)  # (B, S)
+
+
+def _is_grouped(row_to_kept: Tensor, num_kept: int) -> bool:
+    """True if rows are [0]*g + [1]*g + ... + [num_kept-1]*g for one g."""
+    num_rows = row_to_kept.numel()
+    if num_rows % num_kept != 0:
+        return False
+    expected = torch.arange(num_kept, device=row_to_kept.device)
+    expected = expected.repeat_interleave(num_rows // num_kept)  # (N,)
+    return bool((row_to_kept == expected).all())

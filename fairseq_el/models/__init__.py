@@ -1,0 +1,10 @@
+"""EL variants of fairseq's models, registered on import (``--user-dir``)."""
+
+from fairseq_el.models.architectures import register_el_architectures
+from fairseq_el.models.el_bart import ELBARTModel
+from fairseq_el.models.el_transformer import ELTransformerModel
+
+register_el_architectures("transformer", "el_transformer")
+register_el_architectures("bart", "el_bart")
+
+__all__ = ["ELBARTModel", "ELTransformerModel"]

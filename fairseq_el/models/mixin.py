@@ -1,0 +1,29 @@
+"""Build hooks shared by the EL encoder-decoder models."""
+
+from fairseq.models.transformer import TransformerConfig
+
+from fairseq_el.decoder import ELTransformerDecoder
+from fairseq_el.encoder import ELTransformerEncoder
+
+
+class ELEncoderDecoderMixin:
+    """Swap in the EL encoder and decoder; everything else is the stock model."""
+
+    @classmethod
+    def build_encoder(cls, args, src_dict, embed_tokens) -> ELTransformerEncoder:
+        return ELTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens) -> ELTransformerDecoder:
+        cfg = TransformerConfig.from_namespace(args)
+        return ELTransformerDecoder(
+            cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention
+        )
+
+    def set_beam_size(self, beam: int) -> None:
+        """Called by ``SequenceGenerator`` for beam > 1; EL needs nothing from it.
+
+        Stock BART uses this hook to cache projected source keys/values once per sentence and to
+        stop reordering the encoder output. EL keeps the encoder output once per sentence itself
+        (:class:`~fairseq_el.encoder.ELTransformerEncoder`) and caches no projection.
+        """

@@ -1,0 +1,72 @@
+"""Seeded random encoder-decoder models and fairseq checkpoints, for tests, demos and benchmarks.
+
+Nothing is downloaded: a model is built from fairseq's own argument parser (so every
+architecture default applies), initialised from a seed, and saved in the format
+``fairseq-train`` writes, so ``fairseq-generate`` loads it like any trained checkpoint.
+"""
+
+import argparse
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from fairseq import checkpoint_utils, options
+from fairseq.data import Dictionary
+from fairseq.models import FairseqModel
+from fairseq.tasks.translation import TranslationTask
+
+
+def make_dictionary(num_words: int) -> Dictionary:
+    """A dictionary of ``num_words`` symbols ``w0 .. w{n-1}`` after fairseq's 4 specials."""
+    dictionary = Dictionary()
+    for i in range(num_words):
+        dictionary.add_symbol(f"w{i}")
+    return dictionary
+
+
+def translation_args(
+    arch: str, data: str = "<none>", extra: Sequence[str] = ()
+) -> argparse.Namespace:
+    """Training arguments for ``--task translation`` as fairseq's parser fills them."""
+    parser = options.get_training_parser(default_task="translation")
+    argv = [data, "--arch", arch, "--task", "translation", "-s", "source", "-t", "target"]
+    return options.parse_args_and_arch(parser, argv + list(extra))
+
+
+def build_translation_model(
+    arch: str,
+    src_dict: Dictionary,
+    tgt_dict: Optional[Dictionary] = None,
+    extra: Sequence[str] = (),
+    seed: int = 0,
+) -> Tuple[FairseqModel, TranslationTask, argparse.Namespace]:
+    """Build ``arch`` for translation from ``src_dict`` to ``tgt_dict`` with seeded weights."""
+    tgt_dict = src_dict if tgt_dict is None else tgt_dict
+    args = translation_args(arch, extra=extra)
+    task = TranslationTask(args, src_dict, tgt_dict)
+    torch.manual_seed(seed)
+    model = task.build_model(args)
+    return model.eval(), task, args
+
+
+def save_checkpoint(model: FairseqModel, args: argparse.Namespace, path: str) -> None:
+    """Write ``model`` as a fairseq checkpoint (``args`` + ``model``, as fairseq-train does)."""
+    state = {
+        "args": args,
+        "cfg": None,
+        "model": model.state_dict(),
+        "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "Adam",
+                               "lr_scheduler_state": {}, "num_updates": 0}],
+        "extra_state": {},
+    }  # fmt: skip
+    checkpoint_utils.torch_persistent_save(state, path)
+
+
+def tiny_args(layers: int = 2, dim: int = 16, heads: int = 4, ffn: int = 32) -> List[str]:
+    """Command-line overrides that make any Transformer/BART architecture tiny."""
+    return [
+        "--encoder-layers", str(layers), "--decoder-layers", str(layers),
+        "--encoder-embed-dim", str(dim), "--decoder-embed-dim", str(dim),
+        "--encoder-ffn-embed-dim", str(ffn), "--decoder-ffn-embed-dim", str(ffn),
+        "--encoder-attention-heads", str(heads), "--decoder-attention-heads", str(heads),
+        "--dropout", "0", "--attention-dropout", "0",
+    ]  # fmt: skip
