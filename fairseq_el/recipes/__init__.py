@@ -1,0 +1,7 @@
+"""Task recipes: XSum, CNN/DailyMail and SQuAD question generation, end to end.
+
+One concept per module: :mod:`.bpe` (offline GPT-2 BPE), :mod:`.sources` (raw datasets to
+source/target pairs), :mod:`.prepare` (pairs to fairseq binaries), :mod:`.config` (task YAML),
+:mod:`.scoring` / :mod:`.qg_metrics` (metrics), :mod:`.runner` (fairseq-generate, stock or EL),
+:mod:`.compare`, :mod:`.finetune` and :mod:`.demo`.
+"""

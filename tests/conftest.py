@@ -1,0 +1,34 @@
+"""Session fixtures: a tiny Transformer trained for a few seconds, so hypotheses are not degenerate."""
+
+import pytest
+import torch
+from helpers import make_batch
+
+from fairseq_el.random_models import build_translation_model, make_dictionary, tiny_args
+
+# Tiny models: one thread is faster than two (no OpenMP hand-offs) and steadier on a busy machine.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def trained_transformer():
+    """A 2-layer Transformer trained to reverse its input; returns (model, task, dictionary)."""
+    dictionary = make_dictionary(16)
+    model, task, _ = build_translation_model(
+        "transformer", dictionary, extra=tiny_args(dim=32, heads=4, ffn=64), seed=0
+    )
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    pad = dictionary.pad()
+    for step in range(300):
+        lengths = torch.randint(3, 9, (32,), generator=torch.Generator().manual_seed(step))
+        sample = make_batch(dictionary, lengths.tolist(), seed=step)
+        logits, _ = model(**sample["net_input"])
+        loss = torch.nn.functional.cross_entropy(
+            logits.view(-1, logits.size(-1)), sample["target"].view(-1), ignore_index=pad
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    print(f"trained transformer: final loss {loss.item():.3f}")
+    return model.eval(), task, dictionary

@@ -1,0 +1,90 @@
+"""Shared builders for the parity tests: tiny models, batches and generation."""
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from fairseq import options
+from fairseq.data import Dictionary, LanguagePairDataset
+from fairseq.models import FairseqModel
+from fairseq.tasks.translation import TranslationTask
+
+from fairseq_el.random_models import build_translation_model, make_dictionary, tiny_args
+
+SCORE_TOL = 1e-4
+
+
+def stock_and_el(
+    arch: str, dictionary: Dictionary, extra: Sequence[str] = (), seed: int = 0
+) -> Tuple[FairseqModel, FairseqModel, TranslationTask]:
+    """A seeded stock model and its EL twin holding the very same state dict."""
+    stock, task, _ = build_translation_model(arch, dictionary, extra=extra, seed=seed)
+    el, _, _ = build_translation_model("el_" + arch, dictionary, extra=extra, seed=seed + 1)
+    el.load_state_dict(stock.state_dict())  # strict: stock parameter names load unchanged
+    return stock, el, task
+
+
+def make_batch(dictionary: Dictionary, lengths: Sequence[int], seed: int = 0) -> Dict:
+    """A collated translation batch with sources of the given lengths (left-padded, as fairseq)."""
+    gen = torch.Generator().manual_seed(seed)
+    srcs = [
+        torch.cat([torch.randint(dictionary.nspecial, len(dictionary), (n,), generator=gen),
+                   torch.tensor([dictionary.eos()])])
+        for n in lengths
+    ]  # fmt: skip
+    tgts = [s.flip(0)[1:].tolist() + [dictionary.eos()] for s in srcs]
+    tgts = [torch.tensor(t) for t in tgts]
+    dataset = LanguagePairDataset(
+        srcs, [len(s) for s in srcs], dictionary, tgts, [len(t) for t in tgts], dictionary
+    )
+    return dataset.collater([dataset[i] for i in range(len(srcs))])
+
+
+def generation_args(argv: Sequence[str]):
+    parser = options.get_generation_parser(default_task="translation")
+    return options.parse_args_and_arch(parser, ["<none>", *argv])
+
+
+def generate(task: TranslationTask, model: FairseqModel, sample: Dict, argv: Sequence[str]):
+    """Run ``task``'s generator for ``argv`` (fairseq-generate options) as fairseq-generate does."""
+    args = generation_args(argv)
+    generator = task.build_generator([model], args)
+    prefix_tokens = None
+    if args.prefix_size > 0:
+        prefix_tokens = sample["target"][:, : args.prefix_size]
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        return task.inference_step(generator, [model], sample, prefix_tokens=prefix_tokens)
+
+
+def assert_hypos_equal(stock: List, el: List) -> float:
+    """Identical tokens, scores within SCORE_TOL; returns the max score difference."""
+    max_diff = 0.0
+    assert len(stock) == len(el)
+    for i, (hs, he) in enumerate(zip(stock, el)):
+        assert len(hs) == len(he), f"sentence {i}: {len(hs)} vs {len(he)} hypotheses"
+        for j, (a, b) in enumerate(zip(hs, he)):
+            assert torch.equal(a["tokens"], b["tokens"]), (
+                f"sentence {i} hypothesis {j}: stock {a['tokens'].tolist()} "
+                f"!= EL {b['tokens'].tolist()}"
+            )
+            for key in ("score", "positional_scores"):
+                diff = float((a[key] - b[key]).abs().max())
+                assert diff <= SCORE_TOL, f"sentence {i} hypothesis {j}: {key} differs by {diff}"
+                max_diff = max(max_diff, diff)
+            alignments = [h.get("alignment") for h in (a, b)]
+            if isinstance(alignments[0], list):  # --print-alignment: (source, target) pairs
+                assert alignments[0] == alignments[1], f"sentence {i}: alignment differs"
+            if a.get("attention") is not None and a["attention"].numel() > 0:
+                diff = float((a["attention"] - b["attention"]).abs().max())
+                assert diff <= 1e-5, f"sentence {i}: attention differs by {diff}"
+    return max_diff
+
+
+__all__ = [
+    "assert_hypos_equal",
+    "generate",
+    "make_batch",
+    "make_dictionary",
+    "stock_and_el",
+    "tiny_args",
+]
