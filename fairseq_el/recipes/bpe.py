@@ -13,7 +13,7 @@ from fairseq_el.recipes.paths import BPE_DIR, require_file
 
 
 class GPT2BPE:
-    """Text <-> GPT-2 BPE ids, written as space-separated strings as fairseq's dict.txt holds them."""
+    """Text <-> GPT-2 BPE ids, as the space-separated strings that the BART dict.txt holds."""
 
     def __init__(self, bpe_dir: Path = BPE_DIR) -> None:
         self.bpe_dir = Path(bpe_dir)

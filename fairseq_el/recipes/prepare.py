@@ -1,0 +1,168 @@
+"""Text pairs to fairseq binaries: GPT-2 BPE, explicit truncation, ``fairseq-preprocess``.
+
+Per split ``S`` the output directory gets ``S.bpe.{source,target}`` (what was binarized),
+``S.raw.{source,target}`` (the untruncated text; the runner scores against ``S.raw.target``) and
+fairseq's ``S.source-target.{source,target}.{bin,idx}`` plus ``dict.{source,target}.txt``.
+fairseq-translation sources end in ``</s>``, so a limit of N positions keeps N - 1 BPE tokens.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from fairseq import options
+from fairseq_cli import preprocess
+
+from fairseq_el.recipes.bpe import GPT2BPE
+from fairseq_el.recipes.paths import BPE_DIR, require_file
+from fairseq_el.recipes.sources import Pair
+
+SIDES = ("source", "target")
+
+
+@dataclass
+class SplitReport:
+    """What happened to one split; ``truncated`` counts examples cut to fit the positions."""
+
+    split: str
+    examples: int
+    truncated: Dict[str, int]
+    longest: Dict[str, int]  # BPE tokens before truncation
+
+    def summary(self) -> str:
+        cuts = ", ".join(
+            f"{self.truncated[s]} {s}s truncated (longest {self.longest[s]} BPE tokens)"
+            for s in SIDES
+        )
+        return f"{self.split}: {self.examples} examples; {cuts}"
+
+
+class DictionaryMismatchError(ValueError):
+    """BPE symbols missing from the dictionary: the wrong dict.txt for GPT-2 BPE."""
+
+
+def dictionary_symbols(dict_path: Path) -> set:
+    """The symbols of a fairseq ``dict.txt`` (first column)."""
+    lines = require_file(Path(dict_path), "fairseq dictionary").read_text(encoding="utf-8")
+    return {line.split(" ", 1)[0] for line in lines.splitlines() if line}
+
+
+def encode_side(
+    texts: Sequence[str], bpe: GPT2BPE, max_positions: int
+) -> Tuple[List[List[str]], int, int]:
+    """BPE-encode texts and cut each to ``max_positions - 1`` tokens (room for ``</s>``)."""
+    keep, encoded, truncated, longest = max_positions - 1, [], 0, 0
+    for text in texts:
+        tokens = bpe.encode(text)
+        longest = max(longest, len(tokens))
+        if len(tokens) > keep:
+            tokens, truncated = tokens[:keep], truncated + 1
+        encoded.append(tokens)
+    return encoded, truncated, longest
+
+
+def check_dictionary(encoded: List[List[str]], symbols: set, dict_path: Path, where: str) -> None:
+    """Refuse BPE output the dictionary does not know (it would silently become ``<unk>``)."""
+    for number, tokens in enumerate(encoded, start=1):
+        missing = [t for t in tokens if t not in symbols]
+        if missing:
+            raise DictionaryMismatchError(
+                f"{where} line {number}: BPE symbols {missing[:5]} are not in {dict_path}; "
+                "use the GPT-2/BART dict.txt that matches encoder.json"
+            )
+
+
+def write_split(
+    out_dir: Path,
+    split: str,
+    pairs: Sequence[Pair],
+    bpe: GPT2BPE,
+    symbols: set,
+    dict_path: Path,
+    max_positions: Dict[str, int],
+) -> SplitReport:
+    """Write the BPE and raw text files of one split; return its truncation report."""
+    if not pairs:
+        raise ValueError(f"split {split!r} has no examples")
+    truncated, longest = {}, {}
+    for side in SIDES:
+        texts = [getattr(p, side) for p in pairs]
+        encoded, truncated[side], longest[side] = encode_side(texts, bpe, max_positions[side])
+        check_dictionary(encoded, symbols, dict_path, f"{split}.{side}")
+        bpe_lines = "".join(" ".join(tokens) + "\n" for tokens in encoded)
+        (out_dir / f"{split}.bpe.{side}").write_text(bpe_lines, encoding="utf-8")
+        raw_lines = "".join(text + "\n" for text in texts)
+        (out_dir / f"{split}.raw.{side}").write_text(raw_lines, encoding="utf-8")
+    return SplitReport(split, len(pairs), truncated, longest)
+
+
+def preprocess_argv(
+    out_dir: Path, splits: Sequence[str], dict_path: Path, workers: int
+) -> List[str]:
+    """The ``fairseq-preprocess`` arguments that binarize the BPE files with a fixed dictionary."""
+    argv = ["--source-lang", "source", "--target-lang", "target", "--destdir", str(out_dir)]
+    argv += ["--srcdict", str(dict_path), "--tgtdict", str(dict_path), "--workers", str(workers)]
+    prefix_option = {"train": "--trainpref", "valid": "--validpref", "test": "--testpref"}
+    for split in splits:
+        if split not in prefix_option:
+            raise ValueError(f"split must be train, valid or test, not {split!r}")
+        argv += [prefix_option[split], str(out_dir / f"{split}.bpe")]
+    return argv
+
+
+def binarize(argv: List[str]) -> None:
+    """Run fairseq-preprocess in this process (saves a 5 s interpreter start per call)."""
+    logger = logging.getLogger(preprocess.__name__)
+    handlers = list(logger.handlers)
+    try:
+        preprocess.main(options.get_preprocessing_parser().parse_args(argv))
+    finally:  # preprocess.main adds a log-file handler per call; do not let them pile up
+        for handler in logger.handlers[len(handlers) :]:
+            logger.removeHandler(handler)
+            handler.close()
+
+
+def prepare(
+    splits: Dict[str, Sequence[Pair]],
+    out_dir: Path,
+    max_source_positions: int = 1024,
+    max_target_positions: int = 1024,
+    bpe_dir: Path = BPE_DIR,
+    dict_path: Path = BPE_DIR / "dict.txt",
+    workers: int = 1,
+) -> List[SplitReport]:
+    """Encode, truncate (reported) and binarize every split into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bpe, symbols = GPT2BPE(bpe_dir), dictionary_symbols(dict_path)
+    limits = {"source": max_source_positions, "target": max_target_positions}
+    reports = [
+        write_split(out_dir, split, pairs, bpe, symbols, dict_path, limits)
+        for split, pairs in splits.items()
+    ]
+    argv = preprocess_argv(out_dir, list(splits), dict_path, workers)
+    print("fairseq-preprocess " + " ".join(argv), flush=True)
+    binarize(argv)
+    for report in reports:
+        print("prepared " + report.summary(), flush=True)
+    return reports
+
+
+def split_pairs(pairs: Sequence[Pair], spec: str) -> Dict[str, List[Pair]]:
+    """Cut ``pairs`` in order by a spec like ``"test"`` or ``"valid:10,test:10,train:rest"``."""
+    out: Dict[str, List[Pair]] = {}
+    start = 0
+    for part in spec.split(","):
+        name, _, size = part.partition(":")
+        if not size or size == "rest":
+            end = len(pairs)
+        elif size.isdigit():
+            end = start + int(size)
+        else:
+            raise ValueError(f"bad split size in {part!r}: use a number or 'rest'")
+        if end > len(pairs) or end <= start:
+            raise ValueError(f"split {part!r} needs examples {start + 1}..{end}; have {len(pairs)}")
+        out[name.strip()] = list(pairs[start:end])
+        start = end
+    return out
