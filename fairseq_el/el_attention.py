@@ -68,6 +68,14 @@ class ELMultiheadAttention(MultiheadAttention):
         right during generation; keeping 1 keeps the stock fallback right everywhere.
         """
 
+    def reorder_incremental_state(
+        self, incremental_state: IncrementalState, new_order: Tensor
+    ) -> IncrementalState:
+        """Nothing to reorder when EL ran; the stock reorder would store an empty buffer."""
+        if not self._get_input_buffer(incremental_state):
+            return incremental_state
+        return super().reorder_incremental_state(incremental_state, new_order)
+
     def _el_forward(
         self,
         query: Tensor,

@@ -75,7 +75,11 @@ def assert_hypos_equal(stock: List, el: List) -> float:
             if isinstance(alignments[0], list):  # --print-alignment: (source, target) pairs
                 assert alignments[0] == alignments[1], f"sentence {i}: alignment differs"
             if a.get("attention") is not None and a["attention"].numel() > 0:
-                diff = float((a["attention"] - b["attention"]).abs().max())
+                att_a, att_b = a["attention"], b["attention"]  # (S, T), sources left-padded
+                src = min(att_a.size(0), att_b.size(0))
+                for att in (att_a, att_b):
+                    assert float(att[:-src].abs().sum()) == 0.0, "attention on padding"
+                diff = float((att_a[-src:] - att_b[-src:]).abs().max())
                 assert diff <= 1e-5, f"sentence {i}: attention differs by {diff}"
     return max_diff
 

@@ -1,0 +1,123 @@
+"""Tier 2, decoder parity and decoding state: incremental == full, batching changes nothing."""
+
+import pytest
+import torch
+from fairseq.sequence_generator import EnsembleModel
+
+from fairseq_el.encoder import ROW_SENTENCE
+from fairseq_el.random_models import build_translation_model
+from helpers import (
+    assert_hypos_equal,
+    generate,
+    make_batch,
+    make_dictionary,
+    stock_and_el,
+    tiny_args,
+)
+
+TOL = 1e-5
+
+
+@pytest.mark.parametrize("arch", ["transformer", "bart_base"])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_incremental_equals_full_forward(arch, beam):
+    """EL decoding step by step, encoder output once per sentence == stock full forward."""
+    dictionary = make_dictionary(20)
+    stock, el, _ = stock_and_el(arch, dictionary, tiny_args(dim=15, heads=5), seed=4)
+    sample = make_batch(dictionary, [6, 3, 8], seed=5)
+    net_input = sample["net_input"]
+    prev = net_input["prev_output_tokens"].repeat_interleave(beam, dim=0)  # (B*beam, T)
+    with torch.no_grad():
+        enc = stock.encoder(net_input["src_tokens"], net_input["src_lengths"])
+        expanded = stock.encoder.reorder_encoder_out(
+            enc, torch.arange(3).repeat_interleave(beam)
+        )  # stock Transformer layout: one encoder row per hypothesis
+        full, _ = stock.decoder(prev, encoder_out=expanded)  # (B*beam, T, V)
+        el_enc = el.encoder(net_input["src_tokens"], net_input["src_lengths"])
+        state = {}
+        steps = [
+            el.decoder(prev[:, : t + 1], encoder_out=el_enc, incremental_state=state)[0]
+            for t in range(prev.size(1))
+        ]
+    real = prev.ne(dictionary.pad())  # right padding: positions differ there by design
+    diff = (full - torch.cat(steps, dim=1))[real].abs().max().item()
+    print(f"{arch} beam={beam}: incremental EL vs full stock, max abs diff {diff:.2e}")
+    assert diff <= TOL
+
+
+@pytest.mark.parametrize(
+    "argv", [["--beam", "4"], ["--beam", "1"], ["--beam", "4", "--nbest", "2"]]
+)
+def test_batch_of_two_equals_two_batches_of_one(argv):
+    dictionary = make_dictionary(20)
+    _, el, task = stock_and_el("transformer", dictionary, tiny_args(dim=16, heads=4), seed=6)
+    argv = ["--max-len-a", "0", "--max-len-b", "10", *argv]
+    pair = make_batch(dictionary, [7, 3], seed=8)
+    together = generate(task, el, pair, argv)
+    apart = []
+    for i in range(2):
+        one = make_batch(dictionary, [[7, 3][i]], seed=8)
+        length = int(pair["net_input"]["src_lengths"][i])
+        src = pair["net_input"]["src_tokens"][i, -length:]  # drop the left padding
+        one["net_input"]["src_tokens"] = src.unsqueeze(0)
+        one["net_input"]["src_lengths"] = torch.tensor([length])
+        apart += generate(task, el, one, argv)
+    # the batch is sorted by length: map results back by sentence id
+    together = [together[int(pair["id"].tolist().index(i))] for i in range(2)]
+    sorted_ids = pair["id"].tolist()
+    apart = [apart[sorted_ids.index(i)] for i in range(2)]
+    print("batch of 2 vs 2 batches of 1: max score diff", assert_hypos_equal(together, apart))
+
+
+class StateProbe(EnsembleModel):
+    """Records what the generator holds at every decoding step."""
+
+    seen = []
+
+    def forward_decoder(self, tokens, encoder_outs, incremental_states, temperature=1.0):
+        StateProbe.seen.append(
+            (tokens.size(0), encoder_outs[0], dict(incremental_states[0]))
+        )  # fmt: skip
+        return super().forward_decoder(tokens, encoder_outs, incremental_states, temperature)
+
+
+def state_during_generation(model, task, sample, argv, monkeypatch):
+    import fairseq.sequence_generator as sg
+
+    StateProbe.seen = []
+    monkeypatch.setattr(sg, "EnsembleModel", StateProbe)
+    generate(task, model, sample, argv)
+    return StateProbe.seen
+
+
+def test_no_encoder_decoder_cache_and_one_encoder_row_per_sentence(
+    trained_transformer, monkeypatch
+):
+    stock, task, dictionary = trained_transformer  # trained: sentences finish at their lengths
+    el, _, _ = build_translation_model(
+        "el_transformer", dictionary, extra=tiny_args(dim=32, heads=4, ffn=64), seed=9
+    )
+    el.load_state_dict(stock.state_dict())
+    sample = make_batch(dictionary, [2, 8, 5, 6], seed=3)
+    argv = ["--beam", "4", "--max-len-a", "1.2", "--max-len-b", "3"]
+    enc_attn_ids = {
+        layer.encoder_attn._incremental_state_id for layer in el.decoder.layers
+    }  # the stock cache would be stored under these ids
+    seen = state_during_generation(el, task, sample, argv, monkeypatch)
+    live_sentences = set()
+    for step, (rows, encoder_out, state) in enumerate(seen):
+        cached = {key.split(".")[0] for key, buffer in state.items() if buffer}
+        assert not cached & enc_attn_ids, "EL must not cache encoder-decoder keys/values"
+        assert len(cached) == (len(el.decoder.layers) if step else 0)  # self-attention only
+        sentences = encoder_out["encoder_out"][0].size(1)  # (S, B, C)
+        assert rows == 4 * sentences, f"{rows} hypotheses but {sentences} encoder rows"
+        assert encoder_out["encoder_padding_mask"][0].size(0) == sentences
+        live_sentences.add(sentences)
+    assert max(live_sentences) == 4 and min(live_sentences) < 4, "sentences should finish early"
+    assert ROW_SENTENCE in seen[-1][1]
+
+    stock_seen = state_during_generation(stock, task, sample, argv, monkeypatch)
+    rows, encoder_out, state = stock_seen[1]
+    assert encoder_out["encoder_out"][0].size(1) == rows  # stock Transformer: one row per beam
+    stock_keys = {key.split(".")[0] for key in state}
+    assert stock_keys & {layer.encoder_attn._incremental_state_id for layer in stock.decoder.layers}
