@@ -74,7 +74,7 @@ def import_transformers() -> Any:
 
 
 def hf_model_type(hf_dir: str) -> str:
-    """``model_type`` from ``hf_dir/config.json``; refuses a folder ``save_pretrained`` did not write."""
+    """``model_type`` from ``hf_dir/config.json``; refuses folders not from ``save_pretrained``."""
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.isdir(hf_dir):
         raise ConversionError(f"{hf_dir!r} is not a directory")
