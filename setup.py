@@ -32,6 +32,7 @@ setup(
         "console_scripts": [
             "fairseq-el-convert=fairseq_el.cli.convert_checkpoint:cli_main",
             "fairseq-el-user-dir=fairseq_el.cli.user_dir:cli_main",
+            "fairseq-el-convert-hf=fairseq_el.convert.cli:cli_main",
         ],
     },
 )
