@@ -10,14 +10,26 @@ fewer key/value heads each save, and what the latter costs in quality, side by s
 Every result is appended to ``results.jsonl`` in the output directory as soon as it exists.
 """
 
+import json
+import os
 import random
+import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import sacrebleu
+import torch
+from fairseq import checkpoint_utils, tasks, utils
+from fairseq.dataclass.configs import GenerationConfig
+from rouge_score import rouge_scorer
+from torch import Tensor
 
 import fairseq_el
+from fairseq_el.models.architectures import stock_arch
 
 REPO = Path(fairseq_el.USER_DIR).parent
 QG_DATA = REPO / "data" / "squad_qg_du2017"
@@ -31,7 +43,8 @@ class Budget:
     n_valid: int = 500
     n_test: int = 500
     n_train: int = 0  # 0: every pair not in valid/test
-    max_update: int = 1500
+    max_update: int = 400
+    vocab: int = 8000  # joined source+target words kept (fairseq-preprocess --nwordssrc)
     max_tokens: int = 4096
     embed_dim: int = 128
     ffn_dim: int = 512
@@ -112,7 +125,7 @@ def prepare_data(out_dir: Path, budget: Budget) -> Path:
         sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", SRC, "--target-lang", TGT,
         "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid"),
         "--testpref", str(raw / "test"), "--destdir", str(bin_dir), "--joined-dictionary",
-        "--thresholdsrc", "2", "--workers", "2",
+        "--nwordssrc", str(budget.vocab), "--workers", "2",
     ], out_dir / "preprocess.log")  # fmt: skip
     return bin_dir
 
@@ -150,7 +163,179 @@ def train(variant: Variant, bin_dir: Path, out_dir: Path, budget: Budget) -> Pat
 def run(cmd: List[str], log: Path) -> None:
     """Run ``cmd`` with its output in ``log``; on failure, raise with the log's tail."""
     with open(log, "w", encoding="utf-8") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+        env = dict(os.environ, OMP_NUM_THREADS="1")  # see run_study
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     if done.returncode != 0:
         tail = "".join(log.read_text(encoding="utf-8").splitlines(True)[-30:])
         raise RuntimeError(f"{cmd[2]} failed ({log}):\n{tail}")
+
+
+def train_time_and_valid_loss(log: Path) -> Tuple[Optional[float], Optional[float]]:
+    """Training wall time and last validation loss, read from a fairseq-train log."""
+    text = log.read_text(encoding="utf-8")
+    losses = re.findall(r"valid on 'valid' subset \| loss ([\d.]+)", text)
+    done = re.findall(r"done training in ([\d.]+) seconds", text)
+    return (float(done[-1]) if done else None, float(losses[-1]) if losses else None)
+
+
+def load_model(checkpoint: Path, bin_dir: Path, el: bool) -> Tuple[torch.nn.Module, object]:
+    """The checkpoint's model as ``el_transformer`` (``el``) or as stock ``transformer``.
+
+    Both hold the same state dict; only the attention code that runs differs.
+    """
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoint))
+    cfg = state["cfg"]
+    cfg.task.data = str(bin_dir)
+    arch = cfg.model.arch if el else stock_arch(cfg.model.arch)
+    cfg.model.arch = cfg.model._name = arch
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    model.load_state_dict(state["model"], strict=True)
+    return model.eval(), task
+
+
+def tensor_bytes(obj: object, seen: Optional[set] = None) -> int:
+    """Bytes of every distinct tensor in nested dicts/lists (a decoding state)."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, Tensor):
+        if id(obj) in seen:
+            return 0
+        seen.add(id(obj))
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v, seen) for v in obj)
+    return 0
+
+
+class StateMeter:
+    """Wraps the generator's ``forward_decoder`` to weigh the decoding state after every step.
+
+    ``per_token``: incremental-state bytes / (hypotheses x positions decoded), one per step.
+    ``peak``: the most bytes held by incremental state plus encoder output at any step.
+    """
+
+    def __init__(self, ensemble: torch.nn.Module):
+        self.forward_decoder = ensemble.forward_decoder
+        ensemble.forward_decoder = self
+        self.per_token: List[float] = []
+        self.peak = 0
+
+    def __call__(self, tokens, encoder_outs, incremental_states, temperature=1.0):
+        out = self.forward_decoder(tokens, encoder_outs, incremental_states, temperature)
+        rows, steps = tokens.shape  # (hypotheses, positions decoded)
+        cache = tensor_bytes(incremental_states)
+        self.per_token.append(cache / (rows * steps))
+        self.peak = max(self.peak, cache + tensor_bytes(encoder_outs))
+        return out
+
+
+def decode(
+    model: torch.nn.Module, task, budget: Budget, measure_state: bool
+) -> Tuple[Dict[int, str], float, Optional[StateMeter]]:
+    """Beam-search the test split; returns hypotheses by id, decoding seconds, state meter.
+
+    The first batch is decoded once more before timing starts (warm-up); timing covers
+    ``inference_step`` only, and is taken without the state meter, which slows decoding.
+    """
+    task.load_dataset("test")
+    generator = task.build_generator(
+        [model], GenerationConfig(beam=budget.beam, max_len_a=0, max_len_b=40)
+    )
+    meter = StateMeter(generator.model) if measure_state else None
+    itr = task.get_batch_iterator(
+        dataset=task.dataset("test"), max_sentences=budget.batch_size, seed=budget.seed,
+        max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions()),
+    ).next_epoch_itr(shuffle=False)  # fmt: skip
+    hyps: Dict[int, str] = {}
+    seconds = 0.0
+    with torch.no_grad():
+        for i, sample in enumerate(itr):
+            if i == 0 and not measure_state:
+                task.inference_step(generator, [model], sample)  # warm-up
+            start = time.perf_counter()
+            out = task.inference_step(generator, [model], sample)
+            seconds += time.perf_counter() - start
+            for sid, hypos in zip(sample["id"].tolist(), out):
+                hyps[sid] = task.target_dictionary.string(hypos[0]["tokens"])
+    return hyps, seconds, meter
+
+
+def score(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
+    """Corpus BLEU (sacrebleu, on the data's own tokenization) and mean ROUGE-L F1, x100."""
+    bleu = sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize="none").score
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge = [scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)]
+    return {"bleu": bleu, "rougeL": 100 * sum(rouge) / len(rouge)}
+
+
+VARIANTS = (Variant("mha", None), Variant("mqa", 1), Variant("gqa2", 2))
+
+
+def decodings(variants: Iterable[Variant]) -> List[Decoding]:
+    """Stock attention code for the stock model, then EL on it; grouped models as el_transformer.
+
+    Grouped models exist only as ``el_transformer`` (stock fairseq has no ``--decoder-kv-heads``).
+    """
+    out = []
+    for variant in variants:
+        if variant.kv_heads is None:
+            out.append(Decoding(f"{variant.name} (stock fairseq)", variant, el=False))
+            out.append(Decoding(f"{variant.name} + EL", variant, el=True))
+        else:
+            out.append(Decoding(f"{variant.name} (kv heads {variant.kv_heads})", variant, el=True))
+    return out
+
+
+def run_study(out_dir: Path, budget: Budget, variants: Sequence[Variant]) -> List[Dict]:
+    """Train every variant, decode and score; each row is appended to results.jsonl when done."""
+    torch.set_num_threads(1)  # 2 shared cores: one thread gives far steadier timings
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir = prepare_data(out_dir, budget)
+    refs = (out_dir / "raw" / "test.tgt").read_text(encoding="utf-8").splitlines()
+    results_file = out_dir / "results.jsonl"
+    rows: List[Dict] = []
+    first_hyps: Dict[str, List[str]] = {}
+    for decoding in decodings(variants):
+        checkpoint = train(decoding.variant, bin_dir, out_dir, budget)
+        train_s, valid_loss = train_time_and_valid_loss(
+            out_dir / f"train-{decoding.variant.name}.log"
+        )
+        model, task = load_model(checkpoint, bin_dir, decoding.el)
+        hyps, seconds, _ = decode(model, task, budget, measure_state=False)
+        _, _, meter = decode(model, task, budget, measure_state=True)
+        assert meter is not None
+        texts = [hyps[i] for i in range(len(refs))]
+        same = first_hyps.setdefault(decoding.variant.name, texts)
+        row = {
+            "model": decoding.label, "kv_heads": decoding.variant.kv_heads or budget.heads,
+            "heads": budget.heads, "el": decoding.el, "updates": budget.max_update,
+            "train_s": train_s, "valid_loss": valid_loss, **score(texts, refs),
+            "sent_per_s": len(texts) / seconds, "decode_s": seconds,
+            "cache_bytes_per_token": sum(meter.per_token) / len(meter.per_token),
+            "peak_state_mib": meter.peak / 2**20,
+            "same_tokens_as_first": sum(a == b for a, b in zip(texts, same)) / len(texts),
+            "budget": asdict(budget),
+        }  # fmt: skip
+        rows.append(row)
+        with open(results_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"done: {decoding.label}: BLEU {row['bleu']:.2f}", flush=True)
+    return rows
+
+
+def format_table(rows: Sequence[Dict]) -> str:
+    """The rows as a Markdown table."""
+    head = ("| model | kv heads / heads | EL | valid loss | BLEU | ROUGE-L | sent/s "
+            "| cache B/token | peak state MiB | same tokens |")  # fmt: skip
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        loss = "n/a" if r["valid_loss"] is None else f"{r['valid_loss']:.3f}"
+        lines.append(
+            f"| {r['model']} | {r['kv_heads']}/{r['heads']} | {'yes' if r['el'] else 'no'} "
+            f"| {loss} | {r['bleu']:.2f} | {r['rougeL']:.2f} | {r['sent_per_s']:.1f} "
+            f"| {r['cache_bytes_per_token']:.0f} | {r['peak_state_mib']:.2f} "
+            f"| {100 * r['same_tokens_as_first']:.0f}% |"
+        )
+    return "\n".join(lines)
