@@ -6,6 +6,8 @@ weights, layer norms included, drawn at random so that a misplaced tensor shows.
 
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 from fairseq.sequence_generator import SequenceGenerator
 
+from fairseq_el import USER_DIR
 from fairseq_el.convert.cli import cli_main
 from fairseq_el.convert.common import ConversionError, import_transformers
 
@@ -90,6 +93,26 @@ def assert_same_greedy(fs_tokens, hf_tokens, eos: int) -> None:
     assert fs_tokens == expected
 
 
+def hf_gpt2_greedy(hf, prompt):
+    """HF's greedy continuation (GPT-2 ids) of <|endoftext|> + ``prompt``, as fairseq sees it."""
+    hf_in = torch.tensor([[EOS] + prompt])
+    out = hf.generate(hf_in, attention_mask=torch.ones_like(hf_in), do_sample=False, num_beams=1,
+                      max_new_tokens=NEW_TOKENS, min_new_tokens=1, eos_token_id=EOS,
+                      pad_token_id=EOS)  # fmt: skip
+    return out[0, hf_in.size(1) :].tolist()
+
+
+def hf_bart_greedy(hf, source):
+    """HF's greedy output ids after the decoder start, with fairseq's pad ban and no extras."""
+    src = torch.tensor([source])
+    out = hf.generate(src, attention_mask=torch.ones_like(src), do_sample=False, num_beams=1,
+                      max_new_tokens=NEW_TOKENS, min_new_tokens=1, decoder_start_token_id=2,
+                      eos_token_id=2, pad_token_id=1, forced_bos_token_id=None,
+                      forced_eos_token_id=None, no_repeat_ngram_size=0,
+                      suppress_tokens=[1])  # fmt: skip
+    return out[0, 1:].tolist()
+
+
 @pytest.fixture(scope="module")
 def gpt2():
     hf = gpt2_model()
@@ -155,20 +178,16 @@ def test_gpt2_greedy_matches(gpt2):
         sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(prompt)])}}
         fs_out = task.inference_step(generator, [converted.model], sample)[0][0]["tokens"]
         assert fs_out[: len(prompt)].tolist() == src[0].tolist()
-        hf_in = torch.tensor([[EOS] + prompt])
-        hf_out = hf.generate(hf_in, attention_mask=torch.ones_like(hf_in), do_sample=False,
-                             num_beams=1, max_new_tokens=NEW_TOKENS, min_new_tokens=1,
-                             eos_token_id=EOS, pad_token_id=EOS)  # fmt: skip
-        hf_new = [fs_index(d, t) for t in hf_out[0, hf_in.size(1) :].tolist()]
+        hf_new = [fs_index(d, t) for t in hf_gpt2_greedy(hf, prompt)]
         assert_same_greedy(fs_out[len(prompt) :].tolist(), hf_new, d.eos())
 
 
-def bart_logits(hf, converted, source):
+def bart_logits(hf, model, source):
     src = torch.tensor([source])
     prev = torch.tensor([[2, 0, 7, 8, 30, 60]])
     with torch.no_grad():
         hf_logits = hf(input_ids=src, decoder_input_ids=prev).logits
-        fs_logits, _ = converted.model(src, torch.tensor([src.size(1)]), prev)
+        fs_logits, _ = model(src, torch.tensor([src.size(1)]), prev)
     return fs_logits, hf_logits
 
 
@@ -177,7 +196,7 @@ def test_bart_logits_match(bart):
     assert converted.dictionary[60] == "<mask>" and len(converted.dictionary) == 61
     diff = max(
         (fs - hf_).abs().max().item()
-        for fs, hf_ in (bart_logits(hf, converted, s) for s in BART_SOURCES)
+        for fs, hf_ in (bart_logits(hf, converted.model, s) for s in BART_SOURCES)
     )
     print(f"BART max |logit diff| {diff:.2e}")
     assert diff < TOL
@@ -191,13 +210,7 @@ def test_bart_greedy_matches(bart):
         src = torch.tensor([source])
         sample = {"net_input": {"src_tokens": src, "src_lengths": torch.tensor([len(source)])}}
         fs_out = converted.task.inference_step(generator, [converted.model], sample)[0][0]
-        hf_out = hf.generate(src, attention_mask=torch.ones_like(src), do_sample=False,
-                             num_beams=1, max_new_tokens=NEW_TOKENS, min_new_tokens=1,
-                             decoder_start_token_id=2, eos_token_id=2, pad_token_id=1,
-                             forced_bos_token_id=None, forced_eos_token_id=None,
-                             no_repeat_ngram_size=0, suppress_tokens=[d.pad()])  # fmt: skip
-        # HF starts from decoder_start_token_id (</s>), fairseq's output leaves it out
-        assert_same_greedy(fs_out["tokens"].tolist(), hf_out[0, 1:].tolist(), d.eos())
+        assert_same_greedy(fs_out["tokens"].tolist(), hf_bart_greedy(hf, source), d.eos())
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "bart"])
@@ -221,8 +234,38 @@ def test_cli_checkpoint_loads_in_fairseq(kind, tmp_path, capsys):
             fs_logits, _ = model(torch.tensor([[fs_index(fs_d, t) for t in tokens]]))
         fs_logits = fs_logits[..., [fs_index(fs_d, t) for t in range(VOCAB)]]
     else:
-        fs_logits, hf_logits = bart_logits(hf, type("C", (), {"model": model}), BART_SOURCES[0])
+        fs_logits, hf_logits = bart_logits(hf, model, BART_SOURCES[0])
     assert (fs_logits - hf_logits).abs().max() < TOL
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "bart"])
+def test_fairseq_interactive_generates_hf_greedy_tokens(kind, tmp_path):
+    """What a user runs: fairseq-interactive on the converted folder (input as dict symbols)."""
+    gpt2 = kind == "gpt2"
+    hf = gpt2_model() if gpt2 else bart_model()
+    hf.save_pretrained(tmp_path / "hf")
+    d = gpt2_dict() if gpt2 else bart_dict()
+    d.save(str(tmp_path / "dict.txt"))
+    out = tmp_path / "out"
+    cli_main(["--hf-dir", str(tmp_path / "hf"), "--out-dir", str(out),
+              "--dict", str(tmp_path / "dict.txt")])  # fmt: skip
+    if gpt2:
+        prompt = GPT2_PROMPTS[1]
+        line = " ".join(map(str, prompt))  # dict symbols are GPT-2 ids
+        expected = prompt + [t for t in hf_gpt2_greedy(hf, prompt) if t != EOS]
+        task = ["--task", "language_modeling", "--max-len-b", str(len(prompt) + NEW_TOKENS)]
+    else:
+        line = "5 17 9 40"
+        source = [d.index(s) for s in line.split()] + [d.eos()]  # fairseq appends </s>
+        expected = [d[t] for t in hf_bart_greedy(hf, source) if t != d.eos()]
+        task = ["-s", "source", "-t", "target", "--max-len-b", str(NEW_TOKENS)]
+    run = subprocess.run(
+        [sys.executable, "-m", "fairseq_cli.interactive", str(out), "--path",
+         str(out / "model.pt"), "--user-dir", USER_DIR, "--cpu", "--beam", "1", *task],
+        input=line + "\n", capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    hypo = next(x for x in run.stdout.splitlines() if x.startswith("H-0")).split("\t")[2]
+    assert hypo.split() == [str(t) for t in expected]
 
 
 GPT2_REFUSED = [
