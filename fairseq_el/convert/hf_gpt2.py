@@ -196,10 +196,10 @@ def neutral_row(ln_weight: torch.Tensor, ln_bias: torch.Tensor, out: torch.Tenso
             "fairseq's extra dictionary rows (<s>, <pad>, <unk>) cannot be kept below every "
             "GPT-2 token (an untrained final layer norm?)",
         )
-    lowest = (out * ln_weight).norm(dim=1).max() * ln_weight.numel() ** 0.5 + (
-        out @ ln_bias
-    ).abs().max()
-    return (-(float(lowest) + EXTRA_ROW_MARGIN) / total) / ln_weight
+    # a token's logit is z . (w * row) + b . row >= -sqrt(d) |w * row| - |b . row|
+    spread = (out * ln_weight).norm(dim=1).max() * ln_weight.numel() ** 0.5
+    floor = -float(spread + (out @ ln_bias).abs().max())
+    return ((floor - EXTRA_ROW_MARGIN) / total) / ln_weight
 
 
 def convert_gpt2(hf_model: Any, dictionary: Optional[Dictionary] = None) -> Converted:
