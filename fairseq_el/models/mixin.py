@@ -1,13 +1,24 @@
 """Build hooks shared by the EL encoder-decoder models."""
 
+import logging
+
 from fairseq.models.transformer import TransformerConfig
 
 from fairseq_el.decoder import ELTransformerDecoder
 from fairseq_el.encoder import ELTransformerEncoder
 
 
+logger = logging.getLogger(__name__)
+
+
 class ELEncoderDecoderMixin:
     """Swap in the EL encoder and decoder; everything else is the stock model."""
+
+    @classmethod
+    def build_model(cls, args, task):
+        model = super().build_model(args, task)
+        logger.info(f"fairseq-el: built {cls.__name__} ({args.arch}), EL encoder-decoder attention")
+        return model
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens) -> ELTransformerEncoder:
