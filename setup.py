@@ -22,6 +22,7 @@ setup(
         "numpy<2",
         "sacrebleu>=2.0",
         "rouge-score>=0.1.2",
+        "PyYAML>=5.1",  # task configs (configs/*.yaml)
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.5"],
@@ -32,6 +33,10 @@ setup(
         "console_scripts": [
             "fairseq-el-convert=fairseq_el.cli.convert_checkpoint:cli_main",
             "fairseq-el-user-dir=fairseq_el.cli.user_dir:cli_main",
+            "fairseq-el-prepare=fairseq_el.recipes.cli.prepare_data:cli_main",
+            "fairseq-el-run-task=fairseq_el.recipes.cli.run_task:cli_main",
+            "fairseq-el-finetune=fairseq_el.recipes.cli.finetune:cli_main",
+            "fairseq-el-demo=fairseq_el.recipes.cli.demo:cli_main",
             "fairseq-el-convert-hf=fairseq_el.convert.cli:cli_main",
         ],
     },

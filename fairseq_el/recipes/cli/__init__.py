@@ -1,0 +1,1 @@
+"""Command-line entry points of the recipes (console scripts and ``scripts/*.py``)."""

@@ -1,0 +1,99 @@
+"""The demo's markdown report and resource plot (matplotlib is an optional extra)."""
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import fairseq
+import torch
+
+from fairseq_el.recipes.compare import Comparison, table
+from fairseq_el.recipes.prepare import SplitReport
+
+CAVEAT = (
+    "These models are tiny (bart_base layout, 2 layers, width 64) and trained from scratch for a "
+    "few dozen updates on at most a few thousand examples, so their outputs are mostly frequent "
+    "words and their ROUGE/BLEU are near zero. That is expected and beside the point: EL-attention "
+    "must give the same tokens, hence the same scores, as stock fairseq. With models this small "
+    "the peak memory is mostly torch itself (see 'above import'); EL's savings grow with model "
+    "width, layers, beam, batch and source length."
+)
+
+
+@dataclass
+class TaskOutcome:
+    name: str
+    updates: int
+    splits: List[SplitReport]
+    comparison: Comparison
+    seconds: float
+
+
+def plot(out_dir: Path, outcomes: List[TaskOutcome]) -> Optional[Path]:
+    """Bar chart of generation time and peak memory, stock vs EL; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = [o.name for o in outcomes]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    panels = (
+        ("generation seconds", lambda r: r.generation_seconds),
+        ("peak RSS above import (MiB)", lambda r: r.peak_rss_mb - r.baseline_rss_mb),
+    )
+    for ax, (title, value) in zip(axes, panels):
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], [value(o.comparison.stock) for o in outcomes], 0.4,
+               label="stock")  # fmt: skip
+        ax.bar([x + 0.2 for x in xs], [value(o.comparison.el) for o in outcomes], 0.4, label="EL")
+        ax.set_xticks(list(xs), names)
+        ax.set_title(title)
+    axes[0].legend()
+    fig.tight_layout()
+    path = out_dir / "resources.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def examples(outcome: TaskOutcome, count: int = 2) -> List[str]:
+    stock, el = outcome.comparison.stock, outcome.comparison.el
+    lines = []
+    for i in range(min(count, len(stock.hypotheses))):
+        lines += [
+            f"- reference: {stock.references[i]}",
+            f"  - stock: {stock.hypotheses[i]}",
+            f"  - EL:    {el.hypotheses[i]}",
+        ]
+    return lines
+
+
+def write_report(out_dir: Path, outcomes: List[TaskOutcome], quick: bool) -> Path:
+    """(Re)write ``out_dir/report.md`` for the tasks done so far."""
+    lines = [
+        f"# fairseq-el demo ({'quick' if quick else 'default'} mode)",
+        "",
+        f"torch {torch.__version__}, fairseq {fairseq.__version__}, "
+        f"Python {platform.python_version()}, {platform.machine()}, CPU.",
+        "",
+        CAVEAT,
+        "",
+    ]
+    for outcome in outcomes:
+        lines += [f"## {outcome.name}", ""]
+        lines += [f"- data: {s.summary()}" for s in outcome.splits]
+        lines += [f"- toy training: {outcome.updates} updates; task total {outcome.seconds:.0f} s"]
+        lines += ["", "```", table(outcome.comparison), "```", "", "Examples:", ""]
+        lines += examples(outcome) + [""]
+    figure = plot(out_dir, outcomes)
+    if figure is None:
+        lines.append("(No plot: matplotlib is not installed; `pip install fairseq-el[plot]`.)")
+    else:
+        lines.append(f"![stock vs EL: time and memory]({figure.name})")
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,170 @@
+"""One fairseq-generate run of a task config, stock or EL, detokenized and scored.
+
+"With EL" keeps the checkpoint as it is and passes ``--user-dir`` plus
+``--model-overrides "{'arch': 'el_<arch>', '_name': 'el_<arch>'}"``. fairseq 0.12 honours that for
+both checkpoint layouts (``args`` from older fairseq, ``cfg`` from fairseq-train 0.12): it sets the
+arch before building the model. The run records the class it loaded (:mod:`.measure`) and fails if
+it is not the one asked for. Stock runs get ``--user-dir`` too, so both use the same fairseq fixes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+import fairseq_el
+from fairseq_el.recipes.bpe import GPT2BPE
+from fairseq_el.recipes.config import TaskConfig, option_args
+from fairseq_el.recipes.paths import BPE_DIR, require_file
+from fairseq_el.recipes.qg_metrics import qg_scores
+from fairseq_el.recipes.scoring import bleu, rouge
+
+
+@dataclass
+class RunResult:
+    mode: str  # "stock" or "el"
+    hypotheses: List[str]
+    references: List[str]
+    scores: Dict[str, float]
+    seconds: float  # fairseq-generate's main: loading, encoding, decoding
+    generation_seconds: float  # fairseq's own generation timer ("Translated ... in Xs")
+    peak_rss_mb: float
+    baseline_rss_mb: float  # RSS once torch and fairseq are imported, before loading anything
+    model_classes: List[str]
+    command: List[str] = field(default_factory=list)
+
+
+def thread_env(threads: Optional[int]) -> Dict[str, str]:
+    """The environment for a child, with ``threads`` intra-op threads if given.
+
+    On a small shared machine torch's default (one thread per core) can be several times slower
+    than one thread, as the threads wait for each other; the demo and tests ask for 1.
+    """
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def checkpoint_arch(checkpoint: Path) -> str:
+    """The architecture a fairseq checkpoint was trained with (``args`` or ``cfg`` layout)."""
+    state = torch.load(str(require_file(checkpoint, "checkpoint")), map_location="cpu", mmap=True)
+    if state.get("args") is not None:
+        return state["args"].arch
+    model_cfg = (state.get("cfg") or {}).get("model")
+    arch = getattr(model_cfg, "arch", None) or getattr(model_cfg, "_name", None)
+    if arch is None and isinstance(model_cfg, dict):
+        arch = model_cfg.get("arch") or model_cfg.get("_name")
+    if not arch:
+        raise ValueError(f"{checkpoint}: no architecture in its args or cfg")
+    return arch
+
+
+def el_arch(arch: str) -> str:
+    return arch if arch.startswith("el_") else "el_" + arch
+
+
+def generate_argv(
+    config: TaskConfig,
+    checkpoint: Path,
+    data_dir: Path,
+    results_dir: Path,
+    el: bool,
+    subset: str = "test",
+    variant: Optional[str] = None,
+    batch_size: int = 16,
+    bpe_dir: Path = BPE_DIR,
+) -> List[str]:
+    """fairseq-generate arguments: the config's search settings, local GPT-2 BPE, no size skips."""
+    argv = [str(data_dir), "--path", str(checkpoint), "--task", "translation"]
+    argv += ["--source-lang", "source", "--target-lang", "target", "--gen-subset", subset]
+    argv += ["--batch-size", str(batch_size), "--results-path", str(results_dir), "--cpu"]
+    # fairseq-generate's default multiple of 8 silently drops the last examples of a short set
+    argv += ["--required-batch-size-multiple", "1"]
+    argv += ["--user-dir", fairseq_el.USER_DIR, *GPT2BPE(bpe_dir).fairseq_args()]
+    argv += option_args(config.generation_options(variant))
+    if el:
+        name = el_arch(checkpoint_arch(checkpoint))
+        argv += ["--model-overrides", repr({"arch": name, "_name": name})]
+    return argv
+
+
+def parse_generation(path: Path) -> Tuple[Dict[int, str], Dict[int, str]]:
+    """Detokenized hypotheses (``D-``) and targets (``T-``) by example id."""
+    hypotheses: Dict[int, str] = {}
+    targets: Dict[int, str] = {}
+    for line in require_file(path, "fairseq-generate output").read_text("utf-8").splitlines():
+        kind, _, rest = line.partition("-")
+        if kind == "D" and rest[:1].isdigit():
+            number, _, scored = rest.partition("\t")
+            hypotheses[int(number)] = scored.partition("\t")[2]
+        elif kind == "T" and rest[:1].isdigit():
+            number, _, text = rest.partition("\t")
+            targets[int(number)] = text
+    return hypotheses, targets
+
+
+def score(metric: str, hypotheses: List[str], references: List[str]) -> Dict[str, float]:
+    """The config's metric family, plus sacreBLEU for every task."""
+    scores = qg_scores(hypotheses, references) if metric == "qg" else rouge(hypotheses, references)
+    return {**scores, "sacrebleu": bleu(hypotheses, references)}
+
+
+def references_for(data_dir: Path, subset: str, targets: Dict[int, str]) -> List[str]:
+    """The untruncated ``<subset>.raw.target`` written by prepare, else fairseq's ``T-`` lines."""
+    raw = Path(data_dir) / f"{subset}.raw.target"
+    if raw.is_file():
+        return raw.read_text(encoding="utf-8").splitlines()
+    return [targets[i] for i in sorted(targets)]
+
+
+def run(
+    config: TaskConfig,
+    checkpoint: Path,
+    data_dir: Path,
+    out_dir: Path,
+    el: bool,
+    subset: str = "test",
+    variant: Optional[str] = None,
+    batch_size: int = 16,
+    bpe_dir: Path = BPE_DIR,
+    threads: Optional[int] = None,
+) -> RunResult:
+    """Generate in a child process (own peak memory), check the model class, score."""
+    mode = "el" if el else "stock"
+    out_dir = Path(out_dir) / mode
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = generate_argv(
+        config, checkpoint, data_dir, out_dir, el, subset, variant, batch_size, bpe_dir
+    )
+    print(f"[{mode}] fairseq-generate " + " ".join(argv), flush=True)
+    measured = out_dir / "measure.json"
+    command = [sys.executable, "-m", "fairseq_el.recipes.measure", str(measured), "--", *argv]
+    subprocess.run(command, check=True, env=thread_env(threads))
+    measure = json.loads(measured.read_text(encoding="utf-8"))
+    is_el = [cls.startswith("fairseq_el.") for cls in measure["model_classes"]]
+    if not is_el or any(is_el) != el or not all(x == is_el[0] for x in is_el):
+        raise RuntimeError(f"[{mode}] fairseq loaded {measure['model_classes']}")
+    hyp_by_id, targets = parse_generation(out_dir / f"generate-{subset}.txt")
+    references = references_for(data_dir, subset, targets)
+    if sorted(hyp_by_id) != list(range(len(references))):
+        raise RuntimeError(f"[{mode}] {len(hyp_by_id)} hypotheses for {len(references)} examples")
+    hypotheses = [hyp_by_id[i] for i in range(len(references))]
+    (out_dir / "hypotheses.txt").write_text("".join(h + "\n" for h in hypotheses), "utf-8")
+    return RunResult(
+        mode=mode,
+        hypotheses=hypotheses,
+        references=references,
+        scores=score(config.metric, hypotheses, references),
+        seconds=measure["seconds"],
+        generation_seconds=measure["generation_seconds"],
+        peak_rss_mb=measure["peak_rss_mb"],
+        baseline_rss_mb=measure["baseline_rss_mb"],
+        model_classes=measure["model_classes"],
+        command=["fairseq-generate", *argv],
+    )
