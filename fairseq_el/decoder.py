@@ -2,44 +2,69 @@
 
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerDecoderBase
+from fairseq.modules import MultiheadAttention
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 
 from fairseq_el.el_attention import ELMultiheadAttention
+from fairseq_el.el_self_attention import ELSelfAttention
+from fairseq_el.gqa_attention import GroupedQueryAttention
+from fairseq_el.options import ELOptions
+
+
+class ELGroupedQueryAttention(ELMultiheadAttention, GroupedQueryAttention):
+    """Grouped-query encoder-decoder attention computed with EL (the identity holds per group)."""
 
 
 class ELDecoderLayer(TransformerDecoderLayerBase):
-    """Stock decoder layer whose encoder-decoder attention is EL attention."""
+    """Stock decoder layer whose encoder-decoder attention is EL attention.
+
+    Its self-attention is stock, EL (``--el-self-attention``) or grouped-query
+    (``--decoder-kv-heads``).
+    """
+
+    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False,
+                 el_options: ELOptions = ELOptions()):  # fmt: skip
+        self.el_options = el_options  # read by the build hooks the base __init__ calls
+        super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
+
+    def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
+        common = dict(dropout=cfg.attention_dropout, self_attention=True,
+                      q_noise=self.quant_noise, qn_block_size=self.quant_noise_block_size)  # fmt: skip
+        heads = cfg.decoder.attention_heads
+        if self.el_options.kv_heads is not None and not (add_bias_kv or add_zero_attn):
+            return GroupedQueryAttention(embed_dim, heads, self.el_options.kv_heads, **common)
+        attention_cls = ELSelfAttention if self.el_options.self_attention else MultiheadAttention
+        return attention_cls(embed_dim, heads, add_bias_kv=add_bias_kv,
+                             add_zero_attn=add_zero_attn, **common)  # fmt: skip
 
     def build_encoder_attention(self, embed_dim, cfg) -> ELMultiheadAttention:
+        common = dict(kdim=cfg.encoder.embed_dim, vdim=cfg.encoder.embed_dim,
+                      dropout=cfg.attention_dropout, encoder_decoder_attention=True,
+                      q_noise=self.quant_noise, qn_block_size=self.quant_noise_block_size)  # fmt: skip
+        heads = cfg.decoder.attention_heads
+        if self.el_options.kv_heads is not None:
+            return ELGroupedQueryAttention(embed_dim, heads, self.el_options.kv_heads, **common)
         return ELMultiheadAttention(
-            embed_dim,
-            cfg.decoder.attention_heads,
-            kdim=cfg.encoder.embed_dim,
-            vdim=cfg.encoder.embed_dim,
-            dropout=cfg.attention_dropout,
-            encoder_decoder_attention=True,
-            q_noise=self.quant_noise,
-            qn_block_size=self.quant_noise_block_size,
-            xformers_att_config=cfg.encoder.xformers_att_config,
+            embed_dim, heads, xformers_att_config=cfg.encoder.xformers_att_config, **common
         )
 
 
 class ELTransformerDecoder(TransformerDecoderBase):
     """Stock Transformer decoder built from :class:`ELDecoderLayer`."""
 
-    def __init__(
-        self, cfg, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None
-    ):
+    def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False,
+                 output_projection=None, el_options: ELOptions = ELOptions()):  # fmt: skip
         if cfg.cross_self_attention:
             raise ValueError(
                 "EL attention does not support --cross-self-attention: its self-attention "
                 "concatenates the encoder output to every hypothesis, which EL keeps per sentence"
             )
+        self.el_options = el_options  # read by build_decoder_layer, which the base __init__ calls
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
-        layer = ELDecoderLayer(cfg, no_encoder_attn)
+        layer = ELDecoderLayer(cfg, no_encoder_attn, el_options=self.el_options)
         # as the stock hook: activation checkpointing and FSDP wrapping
         if cfg.checkpoint_activations:
             layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)

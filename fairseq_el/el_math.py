@@ -26,23 +26,26 @@ from torch import Tensor
 def expand_query(q: Tensor, k_weight: Tensor) -> Tensor:
     """Fold each head's key projection into its query.
 
-    q: (..., H, D) scaled per-head queries; k_weight: (H*D, Ck) as in ``nn.Linear``.
+    q: (..., H, D) scaled per-head queries; k_weight: (N*D, Ck) as in ``nn.Linear``, N key heads
+    (N = H for multi-head attention; N < H for grouped-query: head h uses key head h // (H/N)).
     Returns (..., H, Ck).
     """
     num_heads, head_dim = q.shape[-2:]
-    w = k_weight.view(num_heads, head_dim, -1)  # (H, D, Ck)
-    return torch.einsum("...hd,hdc->...hc", q, w)
+    w = k_weight.view(-1, head_dim, k_weight.size(-1))  # (N, D, Ck)
+    grouped = q.unflatten(-2, (w.size(0), num_heads // w.size(0)))  # (..., N, H/N, D)
+    return torch.einsum("...ngd,ndc->...ngc", grouped, w).flatten(-3, -2)  # (..., H, Ck)
 
 
-def project_context(ctx: Tensor, v_weight: Tensor) -> Tensor:
+def project_context(ctx: Tensor, v_weight: Tensor, head_dim: int) -> Tensor:
     """Apply each head's value projection after the weighted sum.
 
-    ctx: (..., H, Cv) attention-weighted hidden states per head; v_weight: (H*D, Cv).
+    ctx: (..., H, Cv) attention-weighted hidden states per head; v_weight: (N*D, Cv).
     Returns (..., H, D).
     """
     num_heads = ctx.size(-2)
-    w = v_weight.view(num_heads, -1, v_weight.size(-1))  # (H, D, Cv)
-    return torch.einsum("...hc,hdc->...hd", ctx, w)
+    w = v_weight.view(-1, head_dim, v_weight.size(-1))  # (N, D, Cv)
+    grouped = ctx.unflatten(-2, (w.size(0), num_heads // w.size(0)))  # (..., N, H/N, Cv)
+    return torch.einsum("...ngc,ndc->...ngd", grouped, w).flatten(-3, -2)  # (..., H, D)
 
 
 def el_attention(
@@ -54,20 +57,24 @@ def el_attention(
     v_bias: Optional[Tensor],
     key_padding_mask: Optional[Tensor] = None,
     dropout: Optional[Callable[[Tensor], Tensor]] = None,
+    attn_mask: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Multi-head attention of M query rows per group against one shared, un-projected memory.
 
     q: (G, M, H, D) scaled queries (bias included); keys: (G, S, Ck); values: (G, S, Cv);
-    key_padding_mask: (G, S), True at padding. Returns the per-head context (G, M, H, D), equal to
+    key_padding_mask: (G, S), True at padding; attn_mask: (M, S), added to the scores of every
+    group and head (fairseq's float mask). Returns the per-head context (G, M, H, D), equal to
     stock ``softmax(q k^T) v`` of the projected keys and values, and the float attention
     probabilities (G, M, H, S).
     """
-    groups, rows, num_heads, _ = q.shape
+    groups, rows, num_heads, head_dim = q.shape
     q_exp = expand_query(q, k_weight)  # (G, M, H, Ck)
     scores = torch.bmm(
         q_exp.reshape(groups, rows * num_heads, -1),  # (G, M*H, Ck)
         keys.transpose(1, 2),  # (G, Ck, S)
     )  # (G, M*H, S)
+    if attn_mask is not None:
+        scores = scores + attn_mask.repeat_interleave(num_heads, dim=0)  # (M*H, S) broadcast
     if key_padding_mask is not None:
         scores = scores.masked_fill(key_padding_mask.unsqueeze(1).to(torch.bool), float("-inf"))
     probs_float = torch.softmax(scores, dim=-1, dtype=torch.float32)  # (G, M*H, S)
@@ -75,8 +82,11 @@ def el_attention(
     if dropout is not None:
         probs = dropout(probs)
     ctx = torch.bmm(probs, values)  # (G, M*H, Cv)
-    out = project_context(ctx.view(groups, rows, num_heads, -1), v_weight)  # (G, M, H, D)
+    out = project_context(ctx.view(groups, rows, num_heads, -1), v_weight, head_dim)
+    # out: (G, M, H, D)
     if v_bias is not None:
         mass = probs.sum(dim=-1).view(groups, rows, num_heads, 1)  # (G, M, H, 1)
-        out = out + mass * v_bias.view(num_heads, -1)  # (H, D) broadcast
+        bias = v_bias.view(-1, 1, head_dim)  # (N, 1, D): one value head per group of query heads
+        bias = bias.expand(-1, num_heads // bias.size(0), -1).reshape(num_heads, head_dim)
+        out = out + mass * bias  # (H, D) broadcast
     return out, probs_float.view(groups, rows, num_heads, -1)

@@ -8,21 +8,34 @@ import argparse
 from dataclasses import dataclass
 from typing import Optional
 
+EL_SELF_ATTENTION_HELP = (
+    "EL decoder self-attention: cache each layer's input (C numbers per position) instead of its "
+    "projected keys and values (2C), and attend with expanded queries. Lossless; off by default "
+    "because it does H times the attention FLOPs (see docs/benchmarks.md)"
+)
+KV_HEADS_HELP = (
+    "grouped-query decoder attention with this many key/value heads (1: multi-query; the number "
+    "of attention heads: stock). Changes the model: train or uptrain it"
+)
+
 
 @dataclass(frozen=True)
 class ELOptions:
-    self_attention: bool = False  # --el-self-attention: cache layer inputs, not keys and values
-    kv_heads: Optional[int] = None  # --decoder-kv-heads: grouped/multi-query decoder attention
+    self_attention: bool = False  # --el-self-attention
+    kv_heads: Optional[int] = None  # --decoder-kv-heads
+
+    def __post_init__(self) -> None:
+        if self.self_attention and self.kv_heads is not None:
+            raise ValueError(
+                "--el-self-attention and --decoder-kv-heads do not combine: a grouped cache "
+                "(2 x kv_heads x head_dim per position) replaces the one EL would shrink"
+            )
 
 
 def add_el_args(parser: argparse.ArgumentParser) -> None:
     """Add the EL model options to a model's argument group."""
-    parser.add_argument(
-        "--el-self-attention",
-        action="store_true",
-        help="EL decoder self-attention: cache each layer's input (C numbers per position) "
-        "instead of its projected keys and values (2C), attend with expanded queries",
-    )
+    parser.add_argument("--el-self-attention", action="store_true", help=EL_SELF_ATTENTION_HELP)
+    parser.add_argument("--decoder-kv-heads", type=int, metavar="N", help=KV_HEADS_HELP)
 
 
 def el_options(args: argparse.Namespace) -> ELOptions:

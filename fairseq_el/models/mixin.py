@@ -6,18 +6,34 @@ from fairseq.models.transformer import TransformerConfig
 
 from fairseq_el.decoder import ELTransformerDecoder
 from fairseq_el.encoder import ELTransformerEncoder
+from fairseq_el.options import add_el_args, el_options
 
 
 logger = logging.getLogger(__name__)
+
+
+def describe_self_attention(options) -> str:
+    if options.kv_heads is not None:
+        return f"grouped-query ({options.kv_heads} key/value heads)"
+    return "EL" if options.self_attention else "stock"
 
 
 class ELEncoderDecoderMixin:
     """Swap in the EL encoder and decoder; everything else is the stock model."""
 
     @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        add_el_args(parser)
+
+    @classmethod
     def build_model(cls, args, task):
         model = super().build_model(args, task)
-        logger.info(f"fairseq-el: built {cls.__name__} ({args.arch}), EL encoder-decoder attention")
+        options = el_options(args)
+        logger.info(
+            f"fairseq-el: built {cls.__name__} ({args.arch}), EL encoder-decoder attention, "
+            f"self-attention: {describe_self_attention(options)}"
+        )
         return model
 
     @classmethod
@@ -28,8 +44,9 @@ class ELEncoderDecoderMixin:
     def build_decoder(cls, args, tgt_dict, embed_tokens) -> ELTransformerDecoder:
         cfg = TransformerConfig.from_namespace(args)
         return ELTransformerDecoder(
-            cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention
-        )
+            cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention,
+            el_options=el_options(args),
+        )  # fmt: skip
 
     def set_beam_size(self, beam: int) -> None:
         """Called by ``SequenceGenerator`` for beam > 1; EL needs nothing from it.
