@@ -28,6 +28,7 @@ setup(
         "test": ["pytest>=7", "ruff>=0.5"],
         "hf": ["transformers>=4.30"],
         "plot": ["matplotlib>=3.5"],
+        "bench": ["matplotlib>=3.5", "tqdm>=4", "transformers>=4.30", "ctranslate2>=4"],
     },
     entry_points={
         "console_scripts": [
@@ -38,6 +39,7 @@ setup(
             "fairseq-el-finetune=fairseq_el.recipes.cli.finetune:cli_main",
             "fairseq-el-demo=fairseq_el.recipes.cli.demo:cli_main",
             "fairseq-el-convert-hf=fairseq_el.convert.cli:cli_main",
+            "fairseq-el-benchmark=fairseq_el.bench.cli:cli_main",
         ],
     },
 )

@@ -1,0 +1,280 @@
+"""A roofline model of generation on a GPU: FLOPs and bytes per decoding step, per variant.
+
+Why: this machine has no GPU, and the paper's speed-ups (V100) come from memory traffic that a
+CPU does not show the same way. Each op group costs ``max(flops / peak, bytes / bandwidth)``;
+a generation is the encoder, the one-time key/value projections, and every decoding step with
+the caches at their length at that step. The batch of each variant is the largest whose weights,
+decoding state (:func:`fairseq_el.bench.state.expected_bytes`) and encoder workspace fit the
+GPU's memory, as the paper picks it ("maximum batch size that can fit in memory").
+
+What it leaves out (so read the ratios as bounds, not predictions): kernel efficiency below peak
+and fairseq's sentence removal as hypotheses finish (lengths are forced here). Per-step fixed
+costs (kernel launches, Python beam search) are what a larger batch amortises; pure roofline has
+none, so the table also shows the ratios with ``LAUNCH_SECONDS`` per kernel, ``KERNELS_PER_LAYER``
+kernels per decoder layer and ``KERNELS_PER_STEP`` for the search, a rough eager-PyTorch count.
+
+Byte counts follow what fairseq 0.12 does each step: stock self-attention ``torch.cat``s the new
+key/value onto the cache (read + write of the cache) and beam reordering ``index_select``s every
+cache (read + write); stock per-beam decoding also reorders its per-hypothesis encoder-decoder
+keys/values and encoder output every step. EL reads the per-sentence encoder output (twice:
+scores and weighted sum) and spends H times the attention FLOPs.
+"""
+
+import argparse
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from fairseq_el.bench.shapes import SEARCHES, SHAPES
+from fairseq_el.bench.state import Dims, expected_bytes
+
+GB = 1e9
+LAUNCH_SECONDS = 10e-6  # per kernel, eager PyTorch on a V100-class host (order of magnitude)
+KERNELS_PER_LAYER = 30
+KERNELS_PER_STEP = 60  # embedding, output projection, log-softmax, beam search
+
+
+@dataclass(frozen=True)
+class GPU:
+    """Datasheet peaks (dense tensor-core fp16, plain fp32; HBM bandwidth; memory)."""
+
+    name: str
+    fp16_flops: float
+    fp32_flops: float
+    bandwidth: float
+    memory: float
+
+
+# NVIDIA datasheets: V100 SXM2 16GB, A100 SXM4 40GB, H100 SXM5 80GB (dense, no sparsity).
+GPUS = {
+    "V100": GPU("V100-SXM2-16GB", 125e12, 15.7e12, 900e9, 16 * GB),
+    "A100": GPU("A100-SXM4-40GB", 312e12, 19.5e12, 1555e9, 40 * GB),
+    "H100": GPU("H100-SXM5-80GB", 989e12, 67e12, 3350e9, 80 * GB),
+}
+
+# The paper's V100 speed-ups, fp16 (fp32), from its Tables (as published in the authors' code
+# release, github.com/microsoft/fastseq, examples/EL-attention/README.md). Baseline: fairseq's
+# multi-head attention with cache; its memory table (6 GB of input-related state for bart.large
+# at batch 32, source 1024) is per-beam caching: 12 layers x K,V x 4 beams x 1024 x 1024 x fp16.
+PAPER_V100 = {
+    ("squad-qg", "beam"): (2.7, 2.0),
+    ("xsum", "beam"): (4.7, 3.9),
+    ("cnndm", "beam"): (5.0, 3.6),
+    ("cnndm-gpt2", "beam"): (1.8, 1.7),
+    ("cnndm-gpt2-medium", "beam"): (2.2, 1.8),
+    ("squad-qg", "diverse"): (2.8, 2.1),
+    ("xsum", "diverse"): (4.6, 3.8),
+    ("cnndm", "diverse"): (5.3, 3.8),
+    ("squad-qg", "greedy"): (1.6, 1.4),
+    ("xsum", "greedy"): (2.5, 3.0),
+    ("cnndm", "greedy"): (3.1, 2.8),
+    ("cnndm-gpt2", "greedy"): (1.8, 1.5),
+    ("cnndm-gpt2-medium", "greedy"): (1.8, 1.6),
+}
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    enc_layers: int
+    layers: int
+    dim: int
+    heads: int
+    ffn: int
+    vocab: int
+
+    @property
+    def params(self) -> int:
+        per_layer = 4 * self.dim**2 + 2 * self.dim * self.ffn
+        cross = 4 * self.dim**2 if self.enc_layers else 0
+        return (self.enc_layers * per_layer + self.layers * (per_layer + cross)
+                + self.vocab * self.dim)  # fmt: skip
+
+
+def model_size(shape_name: str) -> ModelSize:
+    """Sizes of a named shape, from fairseq's own architecture defaults."""
+    from fairseq_el.bench.models import lm_args
+    from fairseq_el.random_models import translation_args
+
+    shape = SHAPES[shape_name]
+    if shape.is_lm:
+        a = lm_args(shape.arch, shape.extra)
+        return ModelSize(0, a.decoder_layers, a.decoder_embed_dim, a.decoder_attention_heads,
+                         a.decoder_ffn_embed_dim, shape.vocab)  # fmt: skip
+    a = translation_args(shape.arch, extra=shape.extra)
+    return ModelSize(a.encoder_layers, a.decoder_layers, a.decoder_embed_dim,
+                     a.decoder_attention_heads, a.decoder_ffn_embed_dim, shape.vocab)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Work:
+    """One configuration to cost: model, source/prompt length, hypotheses, steps, dtype bytes."""
+
+    size: ModelSize
+    src_len: int
+    hyps: int
+    steps: int
+    dtype_bytes: int
+
+    @property
+    def lm(self) -> bool:
+        return self.size.enc_layers == 0
+
+
+def _cost(flops: float, nbytes: float, peak: float, bandwidth: float) -> float:
+    return max(flops / peak, nbytes / bandwidth)
+
+
+def generation_seconds(
+    work: Work, variant: str, batch: int, gpu: GPU, launch: float = 0.0
+) -> float:
+    """Roofline seconds to generate ``batch`` sentences with ``variant``; ``launch`` seconds of
+    fixed cost per kernel launched."""
+    m, b, S, k = work.size, work.dtype_bytes, work.src_len, work.hyps
+    C, H, L, F, V = m.dim, m.heads, m.layers, m.ffn, m.vocab
+    peak = gpu.fp16_flops if b == 2 else gpu.fp32_flops
+    n = batch * k
+    cost = 0.0
+    if not work.lm:
+        layer_w = 4 * C * C + 2 * C * m.ffn
+        cost += m.enc_layers * (
+            _cost(
+                2 * batch * S * layer_w, layer_w * b + 12 * batch * S * C * b, peak, gpu.bandwidth
+            )
+            + _cost(4 * batch * S * S * C, 2 * batch * H * S * S * b, peak, gpu.bandwidth)
+        )
+        if variant.startswith("stock"):  # K/V projections of the (expanded) encoder output
+            rows = n if variant == "stock-per-beam" else batch
+            cost += L * _cost(4 * rows * S * C * C, (2 * C * C + 3 * rows * S * C) * b, peak,
+                              gpu.bandwidth)  # fmt: skip
+    dense_w = L * ((8 if not work.lm else 4) * C * C + 2 * C * F) + C * V
+    last = work.steps + 1 + (S if work.lm else 0)  # an LM decodes its prompt step by step too
+    cost += last * launch * (KERNELS_PER_LAYER * L + KERNELS_PER_STEP)
+    for t in range(1, last + 1):  # t: cached positions at this step
+        cost += _cost(2 * n * dense_w, dense_w * b + 2 * n * V * b, peak, gpu.bandwidth)
+        cost += L * _cost(4 * n * H * t * 2, 4 * n * H * t * b, peak, gpu.bandwidth)  # probs
+        if variant == "el-sa":
+            cost += L * _cost(4 * n * H * t * C + 4 * n * C * C, 6 * n * t * C * b + 2 * C * C * b,
+                              peak, gpu.bandwidth)  # fmt: skip
+        else:
+            reorder = 4 if k > 1 else 0
+            cost += L * _cost(4 * n * t * C, (2 + 4 + reorder) * n * t * C * b, peak, gpu.bandwidth)
+        if work.lm:
+            continue
+        cost += L * _cost(4 * n * H * S * 2, 4 * n * H * S * b, peak, gpu.bandwidth)  # probs
+        if variant == "stock-per-beam":
+            reorder = 4 if k > 1 else 0
+            cost += L * _cost(4 * n * S * C, (2 + reorder) * n * S * C * b, peak, gpu.bandwidth)
+            cost += _cost(0, (4 * n * S * C * b) if k > 1 else 0, peak, gpu.bandwidth)
+        elif variant == "stock-per-sentence":
+            cost += L * _cost(4 * n * S * C, 2 * batch * S * C * b, peak, gpu.bandwidth)
+        else:  # EL: H times the FLOPs, one shared (S, C) memory per sentence, expanded queries
+            flops = 4 * n * H * S * C + 4 * n * C * C
+            cost += L * _cost(flops, 2 * batch * S * C * b + 2 * C * C * b, peak, gpu.bandwidth)
+    return cost
+
+
+def memory_bytes(work: Work, variant: str, batch: int) -> float:
+    """Weights + decoding state at the last step + the largest transient (encoder attention)."""
+    m = work.size
+    dims = Dims(m.layers, m.dim, m.dim if not work.lm else 0, m.heads, work.dtype_bytes)
+    positions = work.steps + 1 + (work.src_len if work.lm else 0)
+    if work.lm:  # no encoder: self-attention cache only
+        per_pos = m.dim if variant == "el-sa" else 2 * m.dim
+        state = m.layers * batch * work.hyps * positions * per_pos * work.dtype_bytes
+        transient = 2 * batch * work.hyps * m.vocab * 4
+    else:
+        state = expected_bytes(variant, dims, batch, work.hyps, work.src_len, positions)["total"]
+        transient = batch * work.src_len * (2 * m.heads * work.src_len + m.ffn) * work.dtype_bytes
+    return m.params * work.dtype_bytes + state + transient
+
+
+def largest_batch(work: Work, variant: str, gpu: GPU, headroom: float = 0.9) -> int:
+    """Largest batch whose memory fits ``headroom`` of the GPU (bisection; 0 if none)."""
+    lo, hi = 0, 1 << 16
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if memory_bytes(work, variant, mid) <= headroom * gpu.memory:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+# The paper's settings for the model: (shape, source/prompt length, beam, average output steps).
+PAPER_SETTINGS: Dict[str, Tuple[str, int, int, int]] = {
+    "squad-qg": ("transformer-big", 512, 4, 20),
+    "xsum": ("bart-large", 1024, 6, 60),
+    "cnndm": ("bart-large", 1024, 4, 140),
+    "cnndm-gpt2": ("gpt2-small", 512, 4, 100),
+    "cnndm-gpt2-medium": ("gpt2-medium", 512, 4, 100),
+}
+
+
+def predict(setting: str, search: str, gpu: GPU, dtype_bytes: int, variants: Sequence[str],
+            launch: float = 0.0) -> Dict[str, Dict[str, float]]:  # fmt: skip
+    shape, src_len, beam, steps = PAPER_SETTINGS[setting]
+    hyps = 1 if search == "greedy" else beam
+    work = Work(model_size(shape), src_len, hyps, steps, dtype_bytes)
+    out = {}
+    for variant in variants:
+        batch = largest_batch(work, variant, gpu)
+        seconds = generation_seconds(work, variant, batch, gpu, launch) if batch else float("inf")
+        out[variant] = {"batch": batch, "samples_per_s": batch / seconds if batch else 0.0}
+    return out
+
+
+def table(gpus: Sequence[str], searches: Sequence[str] = ("beam", "diverse", "greedy")) -> str:
+    """Predicted EL speed-ups at each variant's largest batch, beside the paper's V100 ratios.
+
+    EL is EL encoder-decoder attention for seq2seq models and EL self-attention for GPT-2 (it has
+    no encoder-decoder attention); "+launch" adds the per-kernel fixed cost.
+    """
+    lines = [
+        "| setting | search | GPU | dtype | batch per-beam / per-sentence / EL / EL+SA "
+        "| EL vs per-beam | +launch | EL vs per-sentence | +launch | EL+SA vs per-beam "
+        "| paper V100 fp16 (fp32) |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    variants = ("stock-per-beam", "stock-per-sentence", "el", "el-sa")
+    for setting in PAPER_SETTINGS:
+        lm = SHAPES[PAPER_SETTINGS[setting][0]].is_lm
+        el = "el-sa" if lm else "el"
+        for search in searches:
+            if lm and search == "diverse":
+                continue  # the paper reports GPT-2 with beam and greedy search only
+            paper = PAPER_V100.get((setting, search))
+            for gpu_name in gpus:
+                for dtype, nbytes in (("fp16", 2), ("fp32", 4)):
+                    runs = [
+                        predict(setting, search, GPUS[gpu_name], nbytes, variants, launch)
+                        for launch in (0.0, LAUNCH_SECONDS)
+                    ]
+                    speed = [{v: p[v]["samples_per_s"] for v in variants} for p in runs]
+                    beam = [f"{s[el] / s['stock-per-beam']:.1f}x" for s in speed]
+                    sent = [f"{s[el] / s['stock-per-sentence']:.1f}x" for s in speed]
+                    sa = speed[0]["el-sa"] / speed[0]["stock-per-beam"]
+                    quoted = ""
+                    if paper and gpu_name == "V100" and dtype == "fp16":
+                        quoted = f"{paper[0]}x ({paper[1]}x)"
+                    batches = " / ".join(str(runs[0][v]["batch"]) for v in variants)
+                    lines.append(
+                        f"| {setting} | {search} | {gpu_name} | {dtype} | {batches} | {beam[0]} "
+                        f"| {beam[1]} | {sent[0]} | {sent[1]} | {sa:.1f}x | {quoted} |"
+                    )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="Roofline EL speed-ups on GPUs vs the paper")
+    parser.add_argument("--gpus", nargs="+", default=list(GPUS), choices=sorted(GPUS))
+    parser.add_argument("--search", nargs="+", default=["beam", "diverse", "greedy"],
+                        choices=sorted(SEARCHES))  # fmt: skip
+    args = parser.parse_args(argv)
+    for name in args.gpus:
+        g = GPUS[name]
+        print(f"{g.name}: fp16 {g.fp16_flops / 1e12:g} TFLOP/s, fp32 {g.fp32_flops / 1e12:g} "
+              f"TFLOP/s, {g.bandwidth / 1e9:g} GB/s, {g.memory / GB:g} GB")  # fmt: skip
+    print(table(args.gpus, args.search))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""``fairseq-el-benchmark``: stock fairseq vs EL generation, side by side on the same inputs.
+
+Examples::
+
+    fairseq-el-benchmark --shape bart-large --src-len 1024 --beam 4 --steps 16 --batch 8
+    fairseq-el-benchmark --preset cnndm --steps 8 --batch 4 --search beam greedy diverse
+    fairseq-el-benchmark --shape bart-base --sweep batch=1,2,4,8 --plot sweep.png
+    fairseq-el-benchmark --shape bart-large --src-len 1024 --beam 4 --steps 64 --memory-budget 4
+
+Each variant runs in a fresh process (its peak RSS is its own); results are appended to
+``--out`` as JSON lines with the hardware, versions, threads and machine load.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from fairseq_el.bench.environment import environment, load
+from fairseq_el.bench.models import VARIANTS
+from fairseq_el.bench.report import (
+    budget_table,
+    header,
+    plot_sweep,
+    ratio_lines,
+    run_table,
+    write_jsonl,
+)
+from fairseq_el.bench.shapes import PRESETS, SEARCHES, SHAPES, Config, preset_configs
+from fairseq_el.bench.state import Dims, LinearState, expected_bytes
+
+GIB = 1 << 30
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fairseq-el-benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--shape", choices=sorted(SHAPES), help="model shape, seeded random weights")
+    what.add_argument("--preset", choices=sorted(PRESETS), help="one of the paper's settings")
+    p.add_argument(
+        "--checkpoint",
+        default="",
+        help="a fairseq checkpoint (with --shape: its name "
+        "is only a label) instead of random weights",
+    )
+    p.add_argument("--src-len", type=int, help="source (or prompt) tokens per sentence")
+    p.add_argument("--batch", type=int, help="sentences per batch")
+    p.add_argument("--beam", type=int, help="beam size (hypotheses per sentence)")
+    p.add_argument("--steps", type=int, help="decoding steps, forced (eos only after them)")
+    p.add_argument("--no-repeat", type=int, help="--no-repeat-ngram-size")
+    p.add_argument(
+        "--search",
+        nargs="+",
+        default=None,
+        choices=sorted(SEARCHES),
+        help="search modes (default: beam)",
+    )
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {', '.join(VARIANTS)}; the first is the "
+        "reference for 'identical'",
+    )
+    p.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a model argument before building, e.g. el_policy=auto",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median), after warm-up")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads")
+    p.add_argument("--sweep", help="batch=1,2,4,...: one run per batch size, a table and a plot")
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        metavar="GB",
+        help="largest batch whose decoding state fits this many GiB, per variant",
+    )
+    p.add_argument(
+        "--peers",
+        default="",
+        help="comma-separated: hf (transformers generate), "
+        "ct2 (CTranslate2); seq2seq BART/transformer shapes only",
+    )
+    p.add_argument("--out", default="benchmark.jsonl", help="JSON lines file (appended)")
+    p.add_argument("--plot", help="PNG path for --sweep")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run variants in this process (fast; peak memory is then not isolated)",
+    )
+    return p
+
+
+def configs_from_args(args: argparse.Namespace) -> List[Config]:
+    overrides = dict(
+        src_len=args.src_len,
+        batch=args.batch,
+        beam=args.beam,
+        steps=args.steps,
+        no_repeat=args.no_repeat,
+        dtype=args.dtype,
+        device=args.device,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        model_options=tuple(args.model_option),
+    )
+    searches = args.search or ["beam"]
+    if args.preset:
+        return preset_configs(args.preset, searches, **overrides)
+    missing = [k for k in ("src_len", "batch", "beam", "steps") if overrides[k] is None]
+    if missing:
+        raise SystemExit(f"--shape needs --{', --'.join(m.replace('_', '-') for m in missing)}")
+    overrides["no_repeat"] = overrides["no_repeat"] or 0
+    return [Config(args.shape, search=s, **overrides) for s in searches]  # type: ignore[arg-type]
+
+
+def run_one(config: Config, variant: str, repeats: int, threads: int, in_process: bool) -> Dict:
+    if in_process:
+        from fairseq_el.bench.runner import run_variant
+
+        torch.set_num_threads(threads)
+        return run_variant(config, variant, repeats)
+    from fairseq_el.bench.worker import run_in_subprocess
+
+    return run_in_subprocess(config, variant, repeats, threads)
+
+
+def run_config(
+    config: Config, variants: Sequence[str], args: argparse.Namespace, env: Dict, progress=None
+) -> List[Dict]:
+    """All variants on one config; tokens compared with the first variant's."""
+    rows, reference = [], None
+    for variant in variants:
+        result = run_one(config, variant, args.repeats, args.threads, args.in_process)
+        tokens = result.pop("tokens")
+        reference = tokens if reference is None else reference
+        rows.append(
+            {
+                "kind": "run",
+                **result,
+                "config": dataclasses.asdict(config),
+                "env": env,
+                "load": load(),
+                "identical": tokens == reference,
+                "tokens_sha1": hashlib.sha1(json.dumps(tokens).encode()).hexdigest(),
+            }
+        )
+        if progress is not None:
+            progress.update(1)
+    return rows
+
+
+def memory_budget(
+    config: Config, variants: Sequence[str], args: argparse.Namespace, env: Dict
+) -> List[Dict]:
+    """Largest batch per variant whose decoding state fits the budget (fit at batch 1 and 2)."""
+    budget = int(args.memory_budget * GIB)
+    rows = []
+    for variant in variants:
+        measured = {}
+        for batch in (1, 2):
+            cfg = dataclasses.replace(config, batch=batch)
+            result = run_one(cfg, variant, 0, args.threads, args.in_process)
+            measured[batch] = result["decoding_state_bytes"]["total"]
+        state = LinearState.fit(1, measured[1], 2, measured[2])
+        dims = Dims(**result["dims"])
+        lm = SHAPES[config.shape].is_lm if config.shape in SHAPES else False
+        positions = config.steps + 1 + (config.src_len if lm else 0)
+        analytic = (
+            expected_bytes(variant, dims, 2, config.hypotheses, config.src_len, positions)["total"]
+            - expected_bytes(variant, dims, 1, config.hypotheses, config.src_len, positions)[
+                "total"
+            ]
+        )
+        rows.append(
+            {
+                "kind": "budget",
+                "variant": variant,
+                "budget_bytes": budget,
+                "per_sentence": state.per_sentence,
+                "fixed": state.fixed,
+                "analytic_per_sentence": analytic if not lm else None,
+                "largest_batch": state.largest_batch(budget),
+                "config": dataclasses.asdict(config),
+                "env": env,
+                "load": load(),
+            }
+        )
+    return rows
+
+
+def sweep_batches(spec: str) -> List[int]:
+    name, _, values = spec.partition("=")
+    if name != "batch" or not values:
+        raise SystemExit(f"--sweep takes batch=1,2,4,...; got {spec!r}")
+    try:
+        return [int(v) for v in values.split(",")]
+    except ValueError as err:
+        raise SystemExit(f"--sweep: batch sizes must be integers: {values!r}") from err
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
+    args = get_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    try:
+        configs = configs_from_args(args)
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
+    env = environment(args.device)
+    records: List[Dict] = []
+    for config in configs:
+        print(header(env, config.describe()))
+        if args.memory_budget:
+            rows = memory_budget(config, variants, args, env)
+            print(
+                f"decoding-state budget {args.memory_budget:g} GiB "
+                f"({config.steps} steps, self-attention cache included)"
+            )
+            print(budget_table(rows))
+        else:
+            batches = sweep_batches(args.sweep) if args.sweep else [config.batch]
+            from tqdm import tqdm
+
+            with tqdm(total=len(batches) * len(variants), desc="runs", leave=False) as bar:
+                rows = [
+                    row
+                    for b in batches
+                    for row in run_config(
+                        dataclasses.replace(config, batch=b), variants, args, env, bar
+                    )
+                ]
+            print(run_table(rows))
+            for batch in batches:
+                mine = [r for r in rows if r["config"]["batch"] == batch]
+                for line in ratio_lines(mine, "stock-per-sentence") + ratio_lines(
+                    [r for r in mine if r["variant"] != "stock-per-sentence"], "stock-per-beam"
+                ):
+                    print(f"batch {batch}: {line}")
+            if args.plot and args.sweep:
+                plot_sweep(rows, args.plot, config.describe())
+                print(f"plot: {args.plot}")
+        if args.peers:
+            from fairseq_el.bench.peers import run_peers
+
+            rows += run_peers(config, args.peers.split(","), args, env)
+        write_jsonl(args.out, rows)
+        records += rows
+    print(f"results appended to {args.out}")
+    return records
+
+
+def cli_main() -> None:
+    main()
+
+
+if __name__ == "__main__":
+    cli_main()

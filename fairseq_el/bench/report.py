@@ -1,0 +1,125 @@
+"""Tables, JSON lines and plots of benchmark results.
+
+Every printed table is preceded by what it ran on (hardware, software, threads); every row
+carries the machine load measured with it, because other processes skew CPU timings.
+"""
+
+import json
+from typing import Dict, Iterable, List, Optional, Sequence
+
+MIB = 1 << 20
+
+
+def header(env: Dict, title: str) -> str:
+    return (
+        f"## {title}\n{env['cpu']}, {env['cores']} cores, {env['threads']} torch threads "
+        f"({env['interop_threads']} inter-op), torch {env['torch']}, fairseq {env['fairseq']}, "
+        f"Python {env['python']}, device {env['device']}"
+    )
+
+
+def _num(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def run_table(rows: Sequence[Dict]) -> str:
+    """One row per variant: speed, time split, decoding state, peak memory, identity, load."""
+    lines = [
+        "| variant | batch | samples/s | tokens/s | encoder s | decoder s | enc-dec state MiB "
+        "| self-attn state MiB | state total MiB | peak memory MiB | identical | load 1m |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        state = r.get("decoding_state_bytes") or {}
+        encdec = (state.get("encoder_out", 0) + state.get("encdec_cache", 0)) / MIB
+        lines.append(
+            f"| {r['variant']} | {r['config']['batch']} | {_num(r.get('samples_per_s'), '.3f')} "
+            f"| {_num(r.get('tokens_per_s'), '.1f')} | {_num(r.get('encoder_seconds'), '.2f')} "
+            f"| {_num(r.get('decoder_seconds'), '.2f')} | {encdec:.4g} "
+            f"| {state.get('self_cache', 0) / MIB:.4g} | {state.get('total', 0) / MIB:.4g} "
+            f"| {_num(r.get('peak_memory_mib'), '.0f')} | {r.get('identical', '-')} "
+            f"| {r['load']['load_1m']} |"
+        )
+    return "\n".join(lines)
+
+
+def ratio_lines(rows: Sequence[Dict], reference: str) -> List[str]:
+    """Each variant against ``reference``: how many times smaller its state, its peak memory and
+    speed as fractions of the reference's."""
+    ref = next((r for r in rows if r["variant"] == reference), None)
+    if ref is None or not ref.get("decoding_state_bytes"):
+        return []
+    rs = ref["decoding_state_bytes"]
+    out = []
+    for r in rows:
+        if r is ref or not r.get("decoding_state_bytes"):
+            continue
+        s = r["decoding_state_bytes"]
+        encdec = (rs["encoder_out"] + rs["encdec_cache"]) / max(
+            1, s["encoder_out"] + s["encdec_cache"]
+        )
+        parts = [
+            f"{r['variant']} vs {reference}: enc-dec state {encdec:.1f}x smaller, "
+            f"total state {rs['total'] / max(1, s['total']):.1f}x smaller"
+        ]
+        if r.get("peak_memory_mib") and ref.get("peak_memory_mib"):
+            parts.append(f"peak memory x{r['peak_memory_mib'] / ref['peak_memory_mib']:.2f}")
+        if r.get("samples_per_s") and ref.get("samples_per_s"):
+            parts.append(f"speed x{r['samples_per_s'] / ref['samples_per_s']:.2f}")
+        out.append(", ".join(parts))
+    return out
+
+
+def budget_table(rows: Sequence[Dict], reference: str = "stock-per-sentence") -> str:
+    lines = [
+        "| variant | state bytes per sentence | fixed bytes | analytic per sentence "
+        "| largest batch | vs " + reference + " |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    ref = next((r["largest_batch"] for r in rows if r["variant"] == reference), None)
+    for r in rows:
+        vs = f"{r['largest_batch'] / ref:.2f}x" if ref else "-"
+        lines.append(
+            f"| {r['variant']} | {r['per_sentence']:,} | {r['fixed']:,} "
+            f"| {r['analytic_per_sentence']:,} | {r['largest_batch']} | {vs} |"
+        )
+    return "\n".join(lines)
+
+
+def write_jsonl(path: str, records: Iterable[Dict]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def plot_sweep(rows: Sequence[Dict], path: str, title: str) -> None:
+    """Samples/s, decoding state and peak memory against batch size, one line per variant."""
+    try:
+        import matplotlib
+    except ImportError as err:
+        raise SystemExit("plots need matplotlib: pip install 'fairseq-el[bench]'") from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    variants = sorted({r["variant"] for r in rows}, key=[r["variant"] for r in rows].index)
+    for variant in variants:
+        mine = sorted(
+            (r for r in rows if r["variant"] == variant), key=lambda r: r["config"]["batch"]
+        )
+        batch = [r["config"]["batch"] for r in mine]
+        axes[0].plot(batch, [r.get("samples_per_s") for r in mine], "o-", label=variant)
+        axes[1].plot(
+            batch, [r["decoding_state_bytes"]["total"] / MIB for r in mine], "o-", label=variant
+        )
+        axes[2].plot(batch, [r["peak_memory_mib"] for r in mine], "o-", label=variant)
+    for ax, label in zip(axes, ("samples/s", "decoding state (MiB)", "peak memory (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

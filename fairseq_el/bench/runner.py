@@ -1,0 +1,148 @@
+"""One benchmark run: build a variant, generate on synthetic sources, time it, count its state.
+
+Generation is fairseq's own path (``task.build_generator`` + ``task.inference_step``, as
+fairseq-generate calls them). The first generation is the warm-up: it is the one whose decoding
+state and peak memory are measured (meters on), and it is excluded from the timings; each timed
+repeat runs with no meter attached.
+"""
+
+import os
+import statistics
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+from fairseq import options
+
+from fairseq_el.bench.models import build_variant, synthetic_sample
+from fairseq_el.bench.shapes import SHAPES, Config
+from fairseq_el.bench.state import StateMeter
+
+TIMINGS = ("seconds", "encoder_seconds", "decoder_seconds", "samples_per_s", "tokens_per_s")
+
+
+def generation_args(argv: List[str]):
+    parser = options.get_generation_parser(default_task="translation")
+    return options.parse_args_and_arch(parser, ["<none>", *argv])
+
+
+class Stopwatch:
+    """Wraps an ensemble method and adds the seconds spent in it (synchronised on CUDA)."""
+
+    def __init__(self, owner: object, name: str, sync: Callable[[], None]):
+        self.seconds = 0.0
+        self._fn = getattr(owner, name)
+        self._sync = sync
+        setattr(owner, name, self)
+
+    def __call__(self, *args, **kwargs):
+        self._sync()
+        start = time.perf_counter()
+        out = self._fn(*args, **kwargs)
+        self._sync()
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def memory_reset(device: str) -> None:
+    """Start a new peak: CUDA's allocator counter, or the process's peak RSS (Linux VmHWM)."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        return
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+
+
+def memory_now_and_peak(device: str) -> Dict[str, float]:
+    mib = 1 << 20
+    if device.startswith("cuda"):
+        return {
+            "memory_mib": torch.cuda.memory_allocated() / mib,
+            "peak_memory_mib": torch.cuda.max_memory_allocated() / mib,
+            "peak_memory_kind": "cuda max allocated",
+        }
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024  # kB -> MiB
+    return {
+        "memory_mib": fields["VmRSS"],
+        "peak_memory_mib": fields["VmHWM"],
+        "peak_memory_kind": "peak RSS (VmHWM) since model built",
+    }
+
+
+def hypotheses(results: List[List[Dict]]) -> List[List[List[int]]]:
+    """Token ids of every returned hypothesis, sentence by sentence."""
+    return [[h["tokens"].tolist() for h in sentence] for sentence in results]
+
+
+def model_dims(model: torch.nn.Module, dtype: str) -> Dict[str, int]:
+    """The sizes the decoding state depends on (see :class:`~fairseq_el.bench.state.Dims`)."""
+    layer = model.decoder.layers[0]
+    encoder = getattr(model, "encoder", None)
+    return {
+        "layers": len(model.decoder.layers),
+        "embed_dim": layer.embed_dim,
+        "encoder_dim": encoder.layers[0].embed_dim if encoder is not None else 0,
+        "heads": layer.self_attn.num_heads,
+        "dtype_bytes": 4 if dtype == "fp32" else 2,
+    }
+
+
+def run_variant(config: Config, variant: str, repeats: int = 3) -> Dict:
+    """Measure ``variant`` on ``config``; returns timings, state bytes, peak memory and tokens."""
+    model, task = build_variant(config, variant)
+    lm = config.checkpoint == "" and SHAPES[config.shape].is_lm
+    gen_args = generation_args(config.generation_argv(lm=lm))
+    dictionary = task.source_dictionary if not lm else task.dictionary
+    sample = synthetic_sample(config, len(dictionary), dictionary.eos(), lm)
+    sync = torch.cuda.synchronize if config.device.startswith("cuda") else (lambda: None)
+
+    def generate(meter: bool):
+        generator = task.build_generator([model], gen_args)
+        state = StateMeter(generator.model) if meter else None
+        enc = Stopwatch(generator.model, "forward_encoder", sync)
+        dec = Stopwatch(generator.model, "forward_decoder", sync)
+        torch.manual_seed(config.seed)
+        sync()
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = task.inference_step(generator, [model], sample)
+        sync()
+        return out, time.perf_counter() - start, enc.seconds, dec.seconds, state
+
+    memory_reset(config.device)
+    before = memory_now_and_peak(config.device)["memory_mib"]
+    out, _, _, _, meter = generate(meter=True)
+    memory = memory_now_and_peak(config.device)
+    times = [generate(meter=False)[1:4] for _ in range(repeats)]
+    timing: Dict[str, Optional[float]] = dict.fromkeys(TIMINGS)
+    if times:  # repeats=0 measures state and memory only
+        total, encoder, decoder = (statistics.median(t[i] for t in times) for i in range(3))
+        new_tokens = config.batch * (config.steps + 1)  # forced length, eos included
+        timing = {
+            "seconds": total,
+            "encoder_seconds": encoder,
+            "decoder_seconds": decoder,
+            "samples_per_s": config.batch / total,
+            "tokens_per_s": new_tokens / total,
+        }
+    return {
+        "variant": variant,
+        "repeats": repeats,
+        **timing,
+        "decoding_state_bytes": meter.peak,
+        "decoder_calls": meter.steps,
+        "model_mib": sum(p.numel() * p.element_size() for p in model.parameters()) / (1 << 20),
+        "memory_before_generate_mib": before,
+        "peak_memory_mib": memory["peak_memory_mib"],
+        "peak_memory_kind": memory["peak_memory_kind"],
+        "dims": model_dims(model, config.dtype),
+        "tokens": hypotheses(out),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "pid": os.getpid(),
+    }

@@ -1,0 +1,92 @@
+"""Smoke tests of the benchmark harness on tiny shapes (no timing assertions)."""
+
+import json
+
+import pytest
+import torch
+
+from fairseq_el.bench import analytic, cli
+from fairseq_el.bench.models import VARIANTS, build_variant
+from fairseq_el.bench.runner import run_variant
+from fairseq_el.bench.shapes import Config
+from fairseq_el.bench.state import Dims, LinearState, expected_bytes
+
+TINY = Config("tiny-transformer", src_len=7, batch=3, beam=4, steps=5)
+TINY_DIMS = Dims(layers=2, embed_dim=16, encoder_dim=16, heads=4, dtype_bytes=4)
+
+
+def test_json_lines_fields_and_identical_outputs(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    argv = ["--shape", "tiny-bart", "--src-len", "7", "--batch", "3", "--beam", "4",
+            "--steps", "5", "--repeats", "1", "--threads", "1", "--in-process",
+            "--search", "beam", "diverse", "--out", str(out)]  # fmt: skip
+    cli.main(argv)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["variant"] for r in rows] == list(VARIANTS) * 2
+    for r in rows:
+        assert r["identical"] is True, r["variant"]
+        for key in ("samples_per_s", "tokens_per_s", "encoder_seconds", "decoder_seconds",
+                    "peak_memory_mib", "tokens_sha1", "threads"):  # fmt: skip
+            assert r[key] is not None, key
+        assert set(r["decoding_state_bytes"]) == {"encoder_out", "encdec_cache", "self_cache",
+                                                  "other", "total"}  # fmt: skip
+        assert {"cpu", "cores", "torch", "fairseq", "threads", "interop_threads"} <= set(r["env"])
+        assert "load_1m" in r["load"]
+        assert r["config"]["steps"] == 5 and r["decoder_calls"] == 6  # forced: 5 tokens + eos
+
+
+def test_state_bytes_exact_by_hand():
+    """2 layers, C=16, 4 heads, source 7, batch 3, beam 4, 6 cached positions, fp32."""
+    hand = {
+        # encoder_out + encoder_embedding (2 x S x rows x C x 4) + bool mask + int32 lengths
+        # stock per-sentence: rows 3 -> 2*7*3*16*4 + 3*7 + 3*4 = 2721; keys+values of 2 layers
+        # (2*3*7*16*4 each) + a float32 mask per layer (3*7*4) = 5544; self K/V 2*2*12*6*16*4
+        "stock-per-sentence": {"encoder_out": 2721, "encdec_cache": 5544, "self_cache": 18432},
+        # per-beam: rows 12 -> 4x the encoder output and encoder-decoder cache
+        "stock-per-beam": {"encoder_out": 10884, "encdec_cache": 22176, "self_cache": 18432},
+        # EL: rows 3 plus the int64 row->sentence map (12*8); no encoder-decoder cache
+        "el": {"encoder_out": 2817, "encdec_cache": 0, "self_cache": 18432},
+        # EL self-attention: layer inputs (2 layers * 12 * 6 * 16 * 4)
+        "el-sa": {"encoder_out": 2817, "encdec_cache": 0, "self_cache": 9216},
+    }
+    torch.set_num_threads(1)
+    for variant, parts in hand.items():
+        measured = run_variant(TINY, variant, repeats=0)["decoding_state_bytes"]
+        expected = expected_bytes(variant, TINY_DIMS, 3, 4, 7, 6)
+        for part, value in parts.items():
+            assert measured[part] == value == expected[part], (variant, part)
+        assert measured["other"] == 0
+
+
+def test_variants_share_weights():
+    stock, _ = build_variant(TINY, "stock-per-beam")
+    for variant in VARIANTS[1:]:
+        model, _ = build_variant(TINY, variant)
+        other = model.state_dict()
+        for name, tensor in stock.state_dict().items():
+            assert torch.equal(tensor, other[name]), (variant, name)
+
+
+def test_linear_state_and_budget():
+    state = LinearState.fit(1, 1100, 2, 2100)
+    assert (state.per_sentence, state.fixed) == (1000, 100)
+    assert state.largest_batch(10_100) == 10 and state.largest_batch(10_099) == 9
+    assert state.largest_batch(50) == 0
+    with pytest.raises(ValueError):
+        LinearState.fit(1, 1000, 3, 2001)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="diverse"):
+        Config("tiny-bart", 7, 3, 3, 5, search="diverse")
+    with pytest.raises(ValueError, match="unknown shape"):
+        Config("nope", 7, 3, 4, 5)
+    with pytest.raises(SystemExit, match="batch="):
+        cli.main(["--shape", "tiny-bart", "--src-len", "7", "--batch", "3", "--beam", "4",
+                  "--steps", "5", "--sweep", "beam=1,2"])  # fmt: skip
+
+
+def test_analytic_model_runs():
+    p = analytic.predict("xsum", "beam", analytic.GPUS["V100"], 2, ("stock-per-beam", "el"))
+    assert p["el"]["batch"] > p["stock-per-beam"]["batch"] > 0
+    assert p["el"]["samples_per_s"] > 0
