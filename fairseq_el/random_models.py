@@ -12,6 +12,7 @@ import torch
 from fairseq import checkpoint_utils, options
 from fairseq.data import Dictionary
 from fairseq.models import FairseqModel
+from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq.tasks.translation import TranslationTask
 
 
@@ -48,6 +49,24 @@ def build_translation_model(
     return model.eval(), task, args
 
 
+def lm_args(arch: str, data: str = "<none>", extra: Sequence[str] = ()) -> argparse.Namespace:
+    """Training arguments for ``--task language_modeling`` as fairseq's parser fills them."""
+    parser = options.get_training_parser(default_task="language_modeling")
+    argv = [data, "--arch", arch, "--task", "language_modeling"]
+    return options.parse_args_and_arch(parser, argv + list(extra))
+
+
+def build_language_model(
+    arch: str, dictionary: Dictionary, extra: Sequence[str] = (), seed: int = 0
+) -> Tuple[FairseqModel, LanguageModelingTask, argparse.Namespace]:
+    """Build the decoder-only ``arch`` over ``dictionary`` with seeded weights."""
+    args = lm_args(arch, extra=extra)
+    task = LanguageModelingTask(args, dictionary, dictionary)
+    torch.manual_seed(seed)
+    model = task.build_model(args)
+    return model.eval(), task, args
+
+
 def save_checkpoint(model: FairseqModel, args: argparse.Namespace, path: str) -> None:
     """Write ``model`` as a fairseq checkpoint (``args`` + ``model``, as fairseq-train does)."""
     state = {
@@ -59,6 +78,16 @@ def save_checkpoint(model: FairseqModel, args: argparse.Namespace, path: str) ->
         "extra_state": {},
     }  # fmt: skip
     checkpoint_utils.torch_persistent_save(state, path)
+
+
+def tiny_lm_args(layers: int = 2, dim: int = 16, heads: int = 4, ffn: int = 32) -> List[str]:
+    """Command-line overrides that make any transformer_lm architecture tiny."""
+    return [
+        "--decoder-layers", str(layers), "--decoder-embed-dim", str(dim),
+        "--decoder-ffn-embed-dim", str(ffn), "--decoder-attention-heads", str(heads),
+        "--decoder-input-dim", str(dim), "--decoder-output-dim", str(dim),
+        "--dropout", "0", "--attention-dropout", "0",
+    ]  # fmt: skip
 
 
 def tiny_args(layers: int = 2, dim: int = 16, heads: int = 4, ffn: int = 32) -> List[str]:

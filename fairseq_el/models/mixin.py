@@ -8,7 +8,6 @@ from fairseq_el.decoder import ELTransformerDecoder
 from fairseq_el.encoder import ELTransformerEncoder
 from fairseq_el.options import add_el_args, el_options
 
-
 logger = logging.getLogger(__name__)
 
 
