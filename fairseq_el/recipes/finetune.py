@@ -5,6 +5,7 @@ run keeps the recipe (task, criterion, optimizer, scheduler, shared embeddings) 
 ``bart_base`` from scratch on CPU for a few updates, so the whole pipeline runs anywhere.
 """
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def finetune_argv(
 
 def train(argv: List[str], threads: Optional[int] = None) -> Path:
     """Run fairseq-train in a child process; return the last checkpoint it wrote."""
-    print("fairseq-train " + " ".join(argv), flush=True)
+    print("fairseq-train " + shlex.join(argv), flush=True)
     command = [sys.executable, "-m", "fairseq_cli.train", *argv]
     subprocess.run(command, check=True, env=thread_env(threads))
     save_dir = Path(argv[argv.index("--save-dir") + 1])

@@ -7,6 +7,7 @@ fairseq-translation sources end in ``</s>``, so a limit of N positions keeps N -
 """
 
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -142,7 +143,7 @@ def prepare(
         for split, pairs in splits.items()
     ]
     argv = preprocess_argv(out_dir, list(splits), dict_path, workers)
-    print("fairseq-preprocess " + " ".join(argv), flush=True)
+    print("fairseq-preprocess " + shlex.join(argv), flush=True)
     binarize(argv)
     for report in reports:
         print("prepared " + report.summary(), flush=True)

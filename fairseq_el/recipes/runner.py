@@ -9,6 +9,7 @@ it is not the one asked for. Stock runs get ``--user-dir`` too, so both use the 
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -142,7 +143,7 @@ def run(
     argv = generate_argv(
         config, checkpoint, data_dir, out_dir, el, subset, variant, batch_size, bpe_dir
     )
-    print(f"[{mode}] fairseq-generate " + " ".join(argv), flush=True)
+    print(f"[{mode}] fairseq-generate " + shlex.join(argv), flush=True)
     measured = out_dir / "measure.json"
     command = [sys.executable, "-m", "fairseq_el.recipes.measure", str(measured), "--", *argv]
     subprocess.run(command, check=True, env=thread_env(threads))

@@ -1,6 +1,7 @@
 """``fairseq-el-finetune``: fine-tune BART on a task with fairseq-train (published or toy scale)."""
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import List, Optional
 
@@ -50,7 +51,7 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
         config, args.data, args.save_dir, args.toy, args.toy_max_tokens, overrides
     )
     if args.dry_run:
-        print("fairseq-train " + " ".join(argv_))
+        print("fairseq-train " + shlex.join(argv_))
         return
     print(f"checkpoint: {finetune.train(argv_, args.threads)}")
 
