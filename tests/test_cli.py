@@ -139,3 +139,15 @@ def test_fairseq_generate_stock_vs_el(data, checkpoints, options):
     compared = assert_same_output(stock_out, el_out)
     print(f"{' '.join(options)}: {compared} H-/P- lines identical (scores within 1e-4)")
     assert len(parse(stock_out, "H")) == 32  # every batch decoded
+
+
+def test_model_overrides_run_el_on_a_stock_checkpoint(data, checkpoints):
+    """The README's way to use EL without converting, with EL self-attention switched on."""
+    options = ("--beam", "4", "--batch-size", "16")
+    overrides = "{'_name': 'el_bart_base', 'arch': 'el_bart_base', 'el_self_attention': True}"
+    stock_out, _ = fairseq_generate(data, checkpoints["stock"], *options)
+    el_out, el_err = fairseq_generate(
+        data, checkpoints["stock"], *options, "--model-overrides", overrides
+    )
+    assert "built ELBARTModel (el_bart_base)" in el_err and "self-attention: EL" in el_err
+    print(f"--model-overrides: {assert_same_output(stock_out, el_out)} lines identical")
