@@ -6,10 +6,11 @@ applies the version-guarded fixes in :mod:`fairseq_el.compat`.
 
 import os
 
-from fairseq_el.compat import checkpoints, diverse_beam
+from fairseq_el.compat import checkpoints, diverse_beam, ngram_repeat
 
 checkpoints.apply()
 diverse_beam.apply()
+ngram_repeat.apply()
 
 from fairseq_el import models  # noqa: E402  (registration needs the fixes above first)
 

@@ -84,3 +84,29 @@ def test_anything_else_is_still_refused(tmp_path):
     torch.save({"model": {}, "extra": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(Exception, match="system"):
         torch.load(tmp_path / "evil.pt")
+
+
+def repeated_ngrams(tokens, n):
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_no_repeat_ngram_size_blocks_repeats_on_cpu(monkeypatch):
+    import fairseq.sequence_generator as sg
+
+    from fairseq_el.compat import ngram_repeat
+
+    assert sg.NGramRepeatBlock is ngram_repeat.StepLimitedNGramRepeatBlock
+    dictionary = make_dictionary(6)  # few words: a 20-token hypothesis must repeat bigrams
+    stock, el, task = stock_and_el("transformer", dictionary, tiny_args(dim=16, heads=4), seed=2)
+    sample = make_batch(dictionary, [5, 8], seed=1)
+    argv = ["--beam", "2", "--max-len-a", "0", "--max-len-b", "20", "--min-len", "20"]
+    blocked = generate(task, stock, sample, [*argv, "--no-repeat-ngram-size", "2"])
+    for hypos in blocked:
+        assert all(repeated_ngrams(h["tokens"].tolist(), 2) == 0 for h in hypos)
+    assert_hypos_equal(blocked, generate(task, el, sample, [*argv, "--no-repeat-ngram-size", "2"]))
+    monkeypatch.setattr(sg, "NGramRepeatBlock", ngram_repeat.StepLimitedNGramRepeatBlock.__base__)
+    upstream = generate(task, stock, sample, [*argv, "--no-repeat-ngram-size", "2"])
+    assert any(repeated_ngrams(h[0]["tokens"].tolist(), 2) > 0 for h in upstream), (
+        "upstream fairseq 0.12 blocks nothing on CPU; if this fails, the fix may be obsolete"
+    )
