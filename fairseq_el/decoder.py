@@ -1,5 +1,7 @@
 """Decoder layer and decoder that build EL attention through fairseq's factory hooks."""
 
+from typing import Optional
+
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerDecoderBase
 from fairseq.modules import MultiheadAttention
@@ -10,6 +12,7 @@ from fairseq_el.el_attention import ELMultiheadAttention
 from fairseq_el.el_self_attention import ELSelfAttention
 from fairseq_el.gqa_attention import GroupedQueryAttention
 from fairseq_el.options import ELOptions
+from fairseq_el.policy import ELPolicy
 
 
 class ELGroupedQueryAttention(ELMultiheadAttention, GroupedQueryAttention):
@@ -24,8 +27,9 @@ class ELDecoderLayer(TransformerDecoderLayerBase):
     """
 
     def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False,
-                 el_options: ELOptions = ELOptions()):  # fmt: skip
+                 el_options: ELOptions = ELOptions(), policy: Optional[ELPolicy] = None):  # fmt: skip
         self.el_options = el_options  # read by the build hooks the base __init__ calls
+        self.el_policy = policy or ELPolicy.from_options(el_options)
         super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
 
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
@@ -44,10 +48,15 @@ class ELDecoderLayer(TransformerDecoderLayerBase):
                       q_noise=self.quant_noise, qn_block_size=self.quant_noise_block_size)  # fmt: skip
         heads = cfg.decoder.attention_heads
         if self.el_options.kv_heads is not None:
-            return ELGroupedQueryAttention(embed_dim, heads, self.el_options.kv_heads, **common)
-        return ELMultiheadAttention(
-            embed_dim, heads, xformers_att_config=cfg.encoder.xformers_att_config, **common
-        )
+            attention = ELGroupedQueryAttention(
+                embed_dim, heads, self.el_options.kv_heads, **common
+            )
+        else:
+            attention = ELMultiheadAttention(
+                embed_dim, heads, xformers_att_config=cfg.encoder.xformers_att_config, **common
+            )
+        attention.set_policy(self.el_policy)
+        return attention
 
 
 class ELTransformerDecoder(TransformerDecoderBase):
@@ -61,10 +70,12 @@ class ELTransformerDecoder(TransformerDecoderBase):
                 "concatenates the encoder output to every hypothesis, which EL keeps per sentence"
             )
         self.el_options = el_options  # read by build_decoder_layer, which the base __init__ calls
+        self.el_policy = ELPolicy.from_options(el_options)  # one per decoder, shared by its layers
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
-        layer = ELDecoderLayer(cfg, no_encoder_attn, el_options=self.el_options)
+        layer = ELDecoderLayer(cfg, no_encoder_attn, el_options=self.el_options,
+                               policy=self.el_policy)  # fmt: skip
         # as the stock hook: activation checkpointing and FSDP wrapping
         if cfg.checkpoint_activations:
             layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)

@@ -6,6 +6,7 @@ from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
 from fairseq_el.el_math import el_attention
+from fairseq_el.policy import ELPolicy
 
 IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
 
@@ -17,8 +18,16 @@ class ELMultiheadAttention(MultiheadAttention):
     ``out_proj``), so stock state dicts load unchanged. EL is used in incremental decoding and
     whenever the queries hold several hypotheses per encoder row (``query`` batch = k x ``key``
     batch, hypotheses of a sentence contiguous, as fairseq's generators lay them out). Every other
-    call is the stock forward.
+    call is the stock forward. An :class:`~fairseq_el.policy.ELPolicy` may choose, per layer
+    and run, a projection cached once per sentence instead (stock math, as fairseq's BART).
     """
+
+    policy: ELPolicy = ELPolicy("el")
+    _group: int = 1  # hypotheses per sentence in the last cached-projection call
+
+    def set_policy(self, policy: ELPolicy) -> None:
+        self.policy = policy
+        policy.members.add(self._incremental_state_id)
 
     def forward(
         self,
@@ -34,6 +43,13 @@ class ELMultiheadAttention(MultiheadAttention):
         need_head_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         if self._el_applies(query, key, incremental_state, attn_mask, before_softmax):
+            if incremental_state is not None and self._use_cached(incremental_state, query, key):
+                self._group = query.size(1) // key.size(1)
+                return super().forward(
+                    query, key, value, key_padding_mask=key_padding_mask,
+                    incremental_state=incremental_state, need_weights=need_weights,
+                    static_kv=True, need_head_weights=need_head_weights,
+                )  # fmt: skip
             return self._el_forward(
                 query, key, value, key_padding_mask, need_weights or need_head_weights,
                 need_head_weights,
@@ -61,6 +77,11 @@ class ELMultiheadAttention(MultiheadAttention):
             return False
         return incremental_state is not None or query.size(1) != key.size(1)
 
+    def _use_cached(self, incremental_state, query: Tensor, key: Tensor) -> bool:
+        if "prev_key" in self._get_input_buffer(incremental_state):
+            return True  # chosen at an earlier step of this run
+        return not self.policy.use_el(self, incremental_state, query, key)
+
     def set_beam_size(self, beam_size: int) -> None:
         """EL needs no beam size: hypotheses per sentence are read off the batch sizes.
 
@@ -71,10 +92,17 @@ class ELMultiheadAttention(MultiheadAttention):
     def reorder_incremental_state(
         self, incremental_state: IncrementalState, new_order: Tensor
     ) -> IncrementalState:
-        """Nothing to reorder when EL ran; the stock reorder would store an empty buffer."""
-        if not self._get_input_buffer(incremental_state):
+        """Nothing to reorder after EL; a cached projection follows the sentences, not beams."""
+        buffer = self._get_input_buffer(incremental_state)
+        if not buffer:
             return incremental_state
-        return super().reorder_incremental_state(incremental_state, new_order)
+        if buffer["prev_key"].size(0) * self._group == new_order.numel():
+            return incremental_state  # the same sentences: beams share their sentence's cache
+        sentences = new_order.view(-1, self._group)[:, 0] // self._group  # (live B,)
+        for name, tensor in buffer.items():
+            if tensor is not None:
+                buffer[name] = tensor.index_select(0, sentences)
+        return self._set_input_buffer(incremental_state, buffer)
 
     def _el_forward(
         self,

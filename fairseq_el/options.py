@@ -8,10 +8,21 @@ import argparse
 from dataclasses import dataclass
 from typing import Optional
 
+from fairseq_el.policy import POLICIES
+
 EL_SELF_ATTENTION_HELP = (
     "EL decoder self-attention: cache each layer's input (C numbers per position) instead of its "
     "projected keys and values (2C), and attend with expanded queries. Lossless; off by default "
     "because it does H times the attention FLOPs (see docs/benchmarks.md)"
+)
+POLICY_HELP = (
+    "encoder-decoder attention per layer: el (no key/value cache), cached (project the encoder "
+    "output once per sentence and cache it, as stock BART), or auto (the faster of the two by a "
+    "cost model of the device, within --el-memory-budget). All three give the same outputs"
+)
+MEMORY_BUDGET_HELP = (
+    "GB the cached projections of --el-policy auto may take (default: a tenth of the device's "
+    "memory)"
 )
 KV_HEADS_HELP = (
     "grouped-query decoder attention with this many key/value heads (1: multi-query; the number "
@@ -23,6 +34,8 @@ KV_HEADS_HELP = (
 class ELOptions:
     self_attention: bool = False  # --el-self-attention
     kv_heads: Optional[int] = None  # --decoder-kv-heads
+    policy: str = "el"  # --el-policy
+    memory_budget: Optional[float] = None  # --el-memory-budget, GB
 
     def __post_init__(self) -> None:
         if self.self_attention and self.kv_heads is not None:
@@ -36,6 +49,8 @@ def add_el_args(parser: argparse.ArgumentParser) -> None:
     """Add the EL model options to a model's argument group."""
     parser.add_argument("--el-self-attention", action="store_true", help=EL_SELF_ATTENTION_HELP)
     parser.add_argument("--decoder-kv-heads", type=int, metavar="N", help=KV_HEADS_HELP)
+    parser.add_argument("--el-policy", choices=POLICIES, default="el", help=POLICY_HELP)
+    parser.add_argument("--el-memory-budget", type=float, metavar="GB", help=MEMORY_BUDGET_HELP)
 
 
 def el_options(args: argparse.Namespace) -> ELOptions:
@@ -43,4 +58,6 @@ def el_options(args: argparse.Namespace) -> ELOptions:
     return ELOptions(
         self_attention=bool(getattr(args, "el_self_attention", False)),
         kv_heads=getattr(args, "decoder_kv_heads", None),
+        policy=getattr(args, "el_policy", None) or "el",
+        memory_budget=getattr(args, "el_memory_budget", None),
     )
