@@ -1,6 +1,6 @@
 """An encoder whose output stays at one row per sentence while the generator works per hypothesis."""
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from fairseq.models.transformer import TransformerEncoderBase
@@ -20,7 +20,31 @@ class ELTransformerEncoder(TransformerEncoderBase):
     (finished sentences leave the batch). Rows must stay grouped by sentence, in equal numbers, as
     fairseq's generators keep them; any other order expands the output to one row per hypothesis,
     which is still exact.
+
+    With ``sentences_per_pass`` set (``--el-encoder-batch``), the batch is encoded in sub-batches
+    of that many sentences: each sentence is encoded on its own anyway (same padded length, same
+    positions), so this only bounds the transient activations, which at long sources outweigh
+    everything EL keeps.
     """
+
+    sentences_per_pass: Optional[int] = None
+
+    def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None,
+                return_all_hiddens: bool = False,
+                token_embeddings: Optional[Tensor] = None) -> Dict[str, List[Tensor]]:  # fmt: skip
+        step = self.sentences_per_pass
+        if not step or src_tokens.size(0) <= step:
+            return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
+        parts = [
+            super(ELTransformerEncoder, self).forward(
+                src_tokens[i : i + step],
+                None if src_lengths is None else src_lengths[i : i + step],
+                return_all_hiddens,
+                None if token_embeddings is None else token_embeddings[i : i + step],
+            )
+            for i in range(0, src_tokens.size(0), step)
+        ]
+        return {key: _concat_batches(key, [p[key] for p in parts]) for key in parts[0]}
 
     @torch.jit.export
     def reorder_encoder_out(
@@ -43,6 +67,12 @@ class ELTransformerEncoder(TransformerEncoderBase):
             reordered = super().reorder_encoder_out(encoder_out, kept)
         reordered[ROW_SENTENCE] = [row_to_kept]
         return reordered
+
+
+def _concat_batches(key: str, parts: List[List[Optional[Tensor]]]) -> List[Optional[Tensor]]:
+    """Join per-sub-batch encoder outputs; time-major tensors have the batch on dim 1."""
+    dim = 1 if key in ("encoder_out", "encoder_states") else 0  # (S, B, C) vs (B, ...)
+    return [None if t[0] is None else torch.cat(t, dim=dim) for t in zip(*parts)]
 
 
 def _num_sentences(encoder_out: Dict[str, List[Tensor]]) -> int:

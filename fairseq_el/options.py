@@ -24,6 +24,10 @@ MEMORY_BUDGET_HELP = (
     "GB the cached projections of --el-policy auto may take (default: a tenth of the device's "
     "memory)"
 )
+ENCODER_BATCH_HELP = (
+    "encode at most this many sentences at a time (same outputs): bounds the encoder's transient "
+    "activations, the peak of long-source generation once EL has removed the caches"
+)
 KV_HEADS_HELP = (
     "grouped-query decoder attention with this many key/value heads (1: multi-query; the number "
     "of attention heads: stock). Changes the model: train or uptrain it"
@@ -36,6 +40,7 @@ class ELOptions:
     kv_heads: Optional[int] = None  # --decoder-kv-heads
     policy: str = "el"  # --el-policy
     memory_budget: Optional[float] = None  # --el-memory-budget, GB
+    encoder_batch: Optional[int] = None  # --el-encoder-batch
 
     def __post_init__(self) -> None:
         if self.self_attention and self.kv_heads is not None:
@@ -51,6 +56,7 @@ def add_el_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder-kv-heads", type=int, metavar="N", help=KV_HEADS_HELP)
     parser.add_argument("--el-policy", choices=POLICIES, default="el", help=POLICY_HELP)
     parser.add_argument("--el-memory-budget", type=float, metavar="GB", help=MEMORY_BUDGET_HELP)
+    parser.add_argument("--el-encoder-batch", type=int, metavar="N", help=ENCODER_BATCH_HELP)
 
 
 def el_options(args: argparse.Namespace) -> ELOptions:
@@ -60,4 +66,5 @@ def el_options(args: argparse.Namespace) -> ELOptions:
         kv_heads=getattr(args, "decoder_kv_heads", None),
         policy=getattr(args, "el_policy", None) or "el",
         memory_budget=getattr(args, "el_memory_budget", None),
+        encoder_batch=getattr(args, "el_encoder_batch", None),
     )

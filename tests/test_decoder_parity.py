@@ -121,3 +121,26 @@ def test_no_encoder_decoder_cache_and_one_encoder_row_per_sentence(
     assert encoder_out["encoder_out"][0].size(1) == rows  # stock Transformer: one row per beam
     stock_keys = {key.split(".")[0] for key in state}
     assert stock_keys & {layer.encoder_attn._incremental_state_id for layer in stock.decoder.layers}
+
+
+@pytest.mark.parametrize("arch", ["transformer", "bart_base"])
+def test_encoder_in_sub_batches_gives_the_same_output(arch):
+    dictionary = make_dictionary(20)
+    extra = [*tiny_args(dim=16, heads=4), "--el-encoder-batch", "2"]
+    stock, _, task = stock_and_el(arch, dictionary, tiny_args(dim=16, heads=4), seed=4)
+    el, _, _ = build_translation_model("el_" + arch, dictionary, extra=extra)
+    el.load_state_dict(stock.state_dict())
+    assert el.encoder.sentences_per_pass == 2
+    sample = make_batch(dictionary, [6, 3, 8, 2, 5], seed=5)
+    src, lengths = sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
+    with torch.no_grad():
+        whole = stock.encoder(src, src_lengths=lengths, return_all_hiddens=True)
+        parts = el.encoder(src, src_lengths=lengths, return_all_hiddens=True)
+    for key, tensors in whole.items():
+        for a, b in zip(tensors, parts[key], strict=True):
+            if a is None:
+                assert b is None
+                continue
+            assert a.shape == b.shape and (a.float() - b.float()).abs().max() <= TOL, key
+    argv = ["--beam", "3", "--max-len-a", "0", "--max-len-b", "8"]
+    assert_hypos_equal(generate(task, stock, sample, argv), generate(task, el, sample, argv))

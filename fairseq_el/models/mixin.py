@@ -37,7 +37,11 @@ class ELEncoderDecoderMixin:
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens) -> ELTransformerEncoder:
-        return ELTransformerEncoder(TransformerConfig.from_namespace(args), src_dict, embed_tokens)
+        encoder = ELTransformerEncoder(
+            TransformerConfig.from_namespace(args), src_dict, embed_tokens
+        )
+        encoder.sentences_per_pass = el_options(args).encoder_batch
+        return encoder
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens) -> ELTransformerDecoder:
