@@ -51,7 +51,7 @@ def option_args(options: Dict[str, Any]) -> List[str]:
 def resolve(config: str) -> Path:
     """A config path, or a bare task name looked up in the repository's ``configs/``."""
     path = Path(config)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not path.is_file():
         path = CONFIG_DIR / f"{config}.yaml"
     return require_file(path, "task config")
 
