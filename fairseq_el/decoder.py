@@ -26,26 +26,43 @@ class ELDecoderLayer(TransformerDecoderLayerBase):
     (``--decoder-kv-heads``).
     """
 
-    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False,
-                 el_options: ELOptions = ELOptions(), policy: Optional[ELPolicy] = None):  # fmt: skip
-        self.el_options = el_options  # read by the build hooks the base __init__ calls
-        self.el_policy = policy or ELPolicy.from_options(el_options)
+    def __init__(
+        self,
+        cfg,
+        no_encoder_attn=False,
+        add_bias_kv=False,
+        add_zero_attn=False,
+        el_options: Optional[ELOptions] = None,
+        policy: Optional[ELPolicy] = None,
+    ):
+        self.el_options = el_options or ELOptions()  # read by the build hooks of the base __init__
+        self.el_policy = policy or ELPolicy.from_options(self.el_options)
         super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
 
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
-        common = dict(dropout=cfg.attention_dropout, self_attention=True,
-                      q_noise=self.quant_noise, qn_block_size=self.quant_noise_block_size)  # fmt: skip
+        common = dict(
+            dropout=cfg.attention_dropout,
+            self_attention=True,
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+        )
         heads = cfg.decoder.attention_heads
         if self.el_options.kv_heads is not None and not (add_bias_kv or add_zero_attn):
             return GroupedQueryAttention(embed_dim, heads, self.el_options.kv_heads, **common)
         attention_cls = ELSelfAttention if self.el_options.self_attention else MultiheadAttention
-        return attention_cls(embed_dim, heads, add_bias_kv=add_bias_kv,
-                             add_zero_attn=add_zero_attn, **common)  # fmt: skip
+        return attention_cls(
+            embed_dim, heads, add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn, **common
+        )
 
     def build_encoder_attention(self, embed_dim, cfg) -> ELMultiheadAttention:
-        common = dict(kdim=cfg.encoder.embed_dim, vdim=cfg.encoder.embed_dim,
-                      dropout=cfg.attention_dropout, encoder_decoder_attention=True,
-                      q_noise=self.quant_noise, qn_block_size=self.quant_noise_block_size)  # fmt: skip
+        common = dict(
+            kdim=cfg.encoder.embed_dim,
+            vdim=cfg.encoder.embed_dim,
+            dropout=cfg.attention_dropout,
+            encoder_decoder_attention=True,
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+        )
         heads = cfg.decoder.attention_heads
         if self.el_options.kv_heads is not None:
             attention = ELGroupedQueryAttention(
@@ -62,20 +79,30 @@ class ELDecoderLayer(TransformerDecoderLayerBase):
 class ELTransformerDecoder(TransformerDecoderBase):
     """Stock Transformer decoder built from :class:`ELDecoderLayer`."""
 
-    def __init__(self, cfg, dictionary, embed_tokens, no_encoder_attn=False,
-                 output_projection=None, el_options: ELOptions = ELOptions()):  # fmt: skip
+    def __init__(
+        self,
+        cfg,
+        dictionary,
+        embed_tokens,
+        no_encoder_attn=False,
+        output_projection=None,
+        el_options: Optional[ELOptions] = None,
+    ):
         if cfg.cross_self_attention:
             raise ValueError(
                 "EL attention does not support --cross-self-attention: its self-attention "
                 "concatenates the encoder output to every hypothesis, which EL keeps per sentence"
             )
-        self.el_options = el_options  # read by build_decoder_layer, which the base __init__ calls
-        self.el_policy = ELPolicy.from_options(el_options)  # one per decoder, shared by its layers
+        self.el_options = el_options or ELOptions()  # read by build_decoder_layer (base __init__)
+        self.el_policy = ELPolicy.from_options(
+            self.el_options
+        )  # one per decoder, shared by its layers
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
-        layer = ELDecoderLayer(cfg, no_encoder_attn, el_options=self.el_options,
-                               policy=self.el_policy)  # fmt: skip
+        layer = ELDecoderLayer(
+            cfg, no_encoder_attn, el_options=self.el_options, policy=self.el_policy
+        )
         # as the stock hook: activation checkpointing and FSDP wrapping
         if cfg.checkpoint_activations:
             layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)

@@ -1,4 +1,4 @@
-"""EL decoder self-attention: the incremental cache holds layer inputs, not projected keys/values."""
+"""EL decoder self-attention: the cache holds layer inputs, not projected keys and values."""
 
 from typing import Optional, Tuple
 

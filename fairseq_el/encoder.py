@@ -1,4 +1,4 @@
-"""An encoder whose output stays at one row per sentence while the generator works per hypothesis."""
+"""An encoder whose output stays at one row per sentence while generators work per hypothesis."""
 
 from typing import Dict, List, Optional
 

@@ -1,10 +1,11 @@
-"""Session fixtures: a tiny Transformer trained for a few seconds, so hypotheses are not degenerate."""
+"""Session fixtures: a tiny Transformer trained for seconds, so hypotheses are not degenerate."""
 
 import pytest
 import torch
-from helpers import make_batch
 
 from fairseq_el.random_models import build_translation_model, make_dictionary, tiny_args
+
+from helpers import make_batch
 
 # Tiny models: one thread is faster than two (no OpenMP hand-offs) and steadier on a busy machine.
 torch.set_num_threads(1)

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from fairseq_el.compat import checkpoints, diverse_beam
 from fairseq_el.random_models import build_translation_model, save_checkpoint, tiny_args
+
 from helpers import assert_hypos_equal, generate, make_batch, make_dictionary, stock_and_el
 
 UPSTREAM = diverse_beam.PositionIndexedDiverseBeamSearch.__mro__[1]

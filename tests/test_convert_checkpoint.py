@@ -11,6 +11,7 @@ from fairseq_el.convert.common import ConversionError
 from fairseq_el.convert.el_checkpoint import convert_checkpoint, get_arch, load_checkpoint
 from fairseq_el.random_models import build_translation_model, save_checkpoint, tiny_args
 from fairseq_el.verify import build_from_state
+
 from helpers import make_dictionary
 
 

@@ -6,6 +6,7 @@ from fairseq.sequence_generator import EnsembleModel
 
 from fairseq_el.encoder import ROW_SENTENCE
 from fairseq_el.random_models import build_translation_model
+
 from helpers import (
     assert_hypos_equal,
     generate,

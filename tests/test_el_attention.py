@@ -67,11 +67,19 @@ def test_incremental_matches_stock(heads_dim, beam, padding, kdim):
             _, enc, mask = inputs(bsz, beam, 1, src_len, embed_dim, kdim, padding, seed=0)
         # stock Transformer: encoder output expanded per beam, projections cached
         exp_mask = None if mask is None else expand(mask, beam, 0)
-        out_s, w_s = stock(query, expand(enc, beam, 1), expand(enc, beam, 1), exp_mask,
-                           incremental_state=stock_state, static_kv=True, need_weights=True)  # fmt: skip
+        out_s, w_s = stock(
+            query,
+            expand(enc, beam, 1),
+            expand(enc, beam, 1),
+            exp_mask,
+            incremental_state=stock_state,
+            static_kv=True,
+            need_weights=True,
+        )
         # EL: encoder output once per sentence, nothing cached
-        out_e, w_e = el(query, enc, enc, mask, incremental_state=el_state, static_kv=True,
-                        need_weights=True)  # fmt: skip
+        out_e, w_e = el(
+            query, enc, enc, mask, incremental_state=el_state, static_kv=True, need_weights=True
+        )
         max_diff = max(max_diff, (out_s - out_e).abs().max().item(), (w_s - w_e).abs().max().item())
     print(f"heads={heads} beam={beam} padding={padding} kdim={kdim}: max abs diff {max_diff:.2e}")
     assert max_diff <= TOL
@@ -85,10 +93,23 @@ def test_several_target_positions_and_head_weights(need_head_weights, tgt_len):
     stock, el = pair(15, 5, 15, bias=True)
     beam = 2
     query, enc, mask = inputs(2, beam, tgt_len, 6, 15, 15, padding=True)
-    out_s, w_s = stock(query, expand(enc, beam, 1), expand(enc, beam, 1), expand(mask, beam, 0),
-                       static_kv=True, need_head_weights=need_head_weights)  # fmt: skip
-    out_e, w_e = el(query, enc, enc, mask, incremental_state={}, static_kv=True,
-                    need_head_weights=need_head_weights)  # fmt: skip
+    out_s, w_s = stock(
+        query,
+        expand(enc, beam, 1),
+        expand(enc, beam, 1),
+        expand(mask, beam, 0),
+        static_kv=True,
+        need_head_weights=need_head_weights,
+    )
+    out_e, w_e = el(
+        query,
+        enc,
+        enc,
+        mask,
+        incremental_state={},
+        static_kv=True,
+        need_head_weights=need_head_weights,
+    )
     assert w_s.shape == w_e.shape
     diff = max((out_s - out_e).abs().max().item(), (w_s - w_e).abs().max().item())
     print(f"tgt_len={tgt_len} head weights={need_head_weights}: max abs diff {diff:.2e}")

@@ -68,7 +68,7 @@ def test_incremental_el_equals_stock_incremental_and_full(heads, head_dim, bias)
 def test_cache_holds_c_numbers_per_position_not_2c():
     stock, el = pair(12, 3)
     stock_state, el_state = {}, {}
-    for t in range(5):
+    for _ in range(5):
         xt = torch.randn(1, 2, 12)
         stock(xt, xt, xt, incremental_state=stock_state)
         el(xt, xt, xt, incremental_state=el_state)

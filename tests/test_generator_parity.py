@@ -5,6 +5,9 @@ differ in length.
 """
 
 import pytest
+
+from fairseq_el.random_models import build_translation_model
+
 from helpers import (
     assert_hypos_equal,
     generate,
@@ -13,8 +16,6 @@ from helpers import (
     stock_and_el,
     tiny_args,
 )
-
-from fairseq_el.random_models import build_translation_model
 
 DEFAULTS = ["--max-len-a", "0", "--max-len-b", "12"]  # keeps random models short; options override
 OPTIONS = {

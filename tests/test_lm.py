@@ -46,8 +46,18 @@ def data(tmp_path_factory) -> Path:
     lines = TEXT.read_text(encoding="utf-8").splitlines()
     (out / "train.txt").write_text("\n".join(lines[:80]) + "\n")
     (out / "valid.txt").write_text("\n".join(lines[80:92]) + "\n")
-    cmd = [str(BIN / "fairseq-preprocess"), "--only-source", "--trainpref", str(out / "train.txt"),
-           "--validpref", str(out / "valid.txt"), "--destdir", str(out / "bin"), "--workers", "1"]  # fmt: skip
+    cmd = [
+        str(BIN / "fairseq-preprocess"),
+        "--only-source",
+        "--trainpref",
+        str(out / "train.txt"),
+        "--validpref",
+        str(out / "valid.txt"),
+        "--destdir",
+        str(out / "bin"),
+        "--workers",
+        "1",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, env=ENV)
     return out / "bin"
 
@@ -75,9 +85,10 @@ def train_briefly(model, task, dictionary: Dictionary, text: List[str], steps: i
             tokens[i, 1 : len(s) + 1] = s
         logits, _ = model(tokens[:, :-1])
         loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1),
+            logits.reshape(-1, logits.size(-1)),
+            tokens[:, 1:].reshape(-1),
             ignore_index=dictionary.pad(),
-        )  # fmt: skip
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -104,11 +115,28 @@ def checkpoints(data, tmp_path_factory) -> Dict[str, Dict[str, Path]]:
 
 def lm_generate(data: Path, checkpoint: Path, *options: str) -> str:
     cmd = [
-        str(BIN / "fairseq-generate"), str(data), "--path", str(checkpoint),
-        "--user-dir", fairseq_el.USER_DIR, "--task", "language_modeling", "--gen-subset", "valid",
-        "--sample-break-mode", "eos", "--max-len-a", "1", "--max-len-b", "6", "--batch-size", "6",
-        "--seed", "2", *options,
-    ]  # fmt: skip
+        str(BIN / "fairseq-generate"),
+        str(data),
+        "--path",
+        str(checkpoint),
+        "--user-dir",
+        fairseq_el.USER_DIR,
+        "--task",
+        "language_modeling",
+        "--gen-subset",
+        "valid",
+        "--sample-break-mode",
+        "eos",
+        "--max-len-a",
+        "1",
+        "--max-len-b",
+        "6",
+        "--batch-size",
+        "6",
+        "--seed",
+        "2",
+        *options,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -116,9 +144,13 @@ def lm_generate(data: Path, checkpoint: Path, *options: str) -> str:
 
 @pytest.mark.parametrize(
     "model,search",
-    [("trained", "beam"), ("trained", "sampling"), ("trained", "diverse_beam"),
-     ("random", "greedy")],
-)  # fmt: skip
+    [
+        ("trained", "beam"),
+        ("trained", "sampling"),
+        ("trained", "diverse_beam"),
+        ("random", "greedy"),
+    ],
+)
 def test_fairseq_generate_language_modeling(data, checkpoints, model, search):
     stock = lm_generate(data, checkpoints[model]["stock"], *SEARCH[search])
     el = lm_generate(data, checkpoints[model]["el"], *SEARCH[search])
@@ -138,7 +170,7 @@ def test_lm_checkpoint_converts_to_el_and_back(checkpoints, tmp_path):
 
 
 def test_el_lm_builds_like_stock_from_the_same_seed():
-    """Same initial weights and the same random stream afterwards (seeded sampling depends on it)."""
+    """Same initial weights, same random stream afterwards (seeded sampling depends on it)."""
     dictionary = make_dictionary(30)
     for el_extra in ([], ["--el-self-attention"]):
         torch.manual_seed(0)

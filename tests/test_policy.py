@@ -6,6 +6,7 @@ import torch
 from fairseq_el import policy as policy_module
 from fairseq_el.policy import ELPolicy, Hardware, step_seconds
 from fairseq_el.random_models import build_translation_model
+
 from helpers import assert_hypos_equal, generate, make_batch, tiny_args
 
 SEARCH = {
@@ -55,7 +56,9 @@ def test_auto_follows_the_cost_model_and_the_memory_budget(trained_transformer, 
     stock, el, task, dictionary = el_twin(trained_transformer, "--el-policy", "auto")
     sample = make_batch(dictionary, [4, 6], seed=2)
     policy = el.decoder.el_policy
-    assert policy.members == {l.encoder_attn._incremental_state_id for l in el.decoder.layers}
+    assert policy.members == {
+        layer.encoder_attn._incremental_state_id for layer in el.decoder.layers
+    }
     compute_bound = Hardware(flops=1e9, bandwidth=1e15)  # FLOPs dominate: EL's H x FLOPs lose
     bandwidth_bound = Hardware(flops=1e18, bandwidth=1e9)  # bytes dominate: EL reads less
     for hw, expected in ((compute_bound, [0, 1]), (bandwidth_bound, [])):
@@ -83,5 +86,5 @@ def test_unknown_policy_is_refused():
 def test_policy_option_is_a_model_argument(trained_transformer):
     _, el, _, _ = el_twin(trained_transformer, "--el-policy", "cached", "--el-memory-budget", "2")
     assert el.decoder.el_policy.mode == "cached" and el.decoder.el_policy.memory_budget == 2e9
-    assert all(l.encoder_attn.policy is el.decoder.el_policy for l in el.decoder.layers)
+    assert all(layer.encoder_attn.policy is el.decoder.el_policy for layer in el.decoder.layers)
     assert torch.is_tensor(el.decoder.layers[0].encoder_attn.k_proj.weight)

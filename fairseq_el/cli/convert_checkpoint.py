@@ -13,14 +13,24 @@ from fairseq_el.convert.common import ConversionError
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="fairseq-el-convert", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="fairseq-el-convert",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("src", help="fairseq checkpoint to read")
     parser.add_argument("dst", help="checkpoint to write")
-    parser.add_argument("--to", choices=["el", "stock"], default="el",
-                        help="target: EL architecture (default) or back to the stock one")  # fmt: skip
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip building both models and comparing their decoders")  # fmt: skip
+    parser.add_argument(
+        "--to",
+        choices=["el", "stock"],
+        default="el",
+        help="target: EL architecture (default) or back to the stock one",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip building both models and comparing their decoders",
+    )
     return parser.parse_args(argv)
 
 
