@@ -25,6 +25,7 @@ def test_json_lines_fields_and_identical_outputs(tmp_path):
     assert [r["variant"] for r in rows] == list(VARIANTS) * 2
     for r in rows:
         assert r["identical"] is True, r["variant"]
+        assert r["max_score_diff"] <= 1e-4, r["variant"]
         for key in ("samples_per_s", "tokens_per_s", "encoder_seconds", "decoder_seconds",
                     "peak_memory_mib", "tokens_sha1", "threads"):  # fmt: skip
             assert r[key] is not None, key

@@ -22,9 +22,9 @@ scores and weighted sum) and spends H times the attention FLOPs.
 
 import argparse
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-from fairseq_el.bench.shapes import SEARCHES, SHAPES
+from fairseq_el.bench.shapes import PRESETS, SEARCHES, SHAPES
 from fairseq_el.bench.state import Dims, expected_bytes
 
 GB = 1e9
@@ -199,21 +199,11 @@ def largest_batch(work: Work, variant: str, gpu: GPU, headroom: float = 0.9) -> 
     return lo
 
 
-# The paper's settings for the model: (shape, source/prompt length, beam, average output steps).
-PAPER_SETTINGS: Dict[str, Tuple[str, int, int, int]] = {
-    "squad-qg": ("transformer-big", 512, 4, 20),
-    "xsum": ("bart-large", 1024, 6, 60),
-    "cnndm": ("bart-large", 1024, 4, 140),
-    "cnndm-gpt2": ("gpt2-small", 512, 4, 100),
-    "cnndm-gpt2-medium": ("gpt2-medium", 512, 4, 100),
-}
-
-
 def predict(setting: str, search: str, gpu: GPU, dtype_bytes: int, variants: Sequence[str],
             launch: float = 0.0) -> Dict[str, Dict[str, float]]:  # fmt: skip
-    shape, src_len, beam, steps = PAPER_SETTINGS[setting]
-    hyps = 1 if search == "greedy" else beam
-    work = Work(model_size(shape), src_len, hyps, steps, dtype_bytes)
+    preset = PRESETS[setting]
+    hyps = 1 if search == "greedy" else preset.beam
+    work = Work(model_size(preset.shape), preset.src_len, hyps, preset.steps, dtype_bytes)
     out = {}
     for variant in variants:
         batch = largest_batch(work, variant, gpu)
@@ -235,8 +225,8 @@ def table(gpus: Sequence[str], searches: Sequence[str] = ("beam", "diverse", "gr
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     variants = ("stock-per-beam", "stock-per-sentence", "el", "el-sa")
-    for setting in PAPER_SETTINGS:
-        lm = SHAPES[PAPER_SETTINGS[setting][0]].is_lm
+    for setting in PRESETS:
+        lm = SHAPES[PRESETS[setting].shape].is_lm
         el = "el-sa" if lm else "el"
         for search in searches:
             if lm and search == "diverse":

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from fairseq_el.bench.analytic import model_size
 from fairseq_el.bench.environment import environment, load
 from fairseq_el.bench.models import VARIANTS
 from fairseq_el.bench.report import (
@@ -34,6 +35,7 @@ from fairseq_el.bench.shapes import PRESETS, SEARCHES, SHAPES, Config, preset_co
 from fairseq_el.bench.state import Dims, LinearState, expected_bytes
 
 GIB = 1 << 30
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -87,6 +89,12 @@ def get_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="GB",
         help="largest batch whose decoding state fits this many GiB, per variant",
+    )
+    p.add_argument(
+        "--measure-budget",
+        action="store_true",
+        help="fit the budget's state from runs at batch 1 and 2 instead of the exact count "
+        "(always measured for LMs, checkpoints and model options)",
     )
     p.add_argument(
         "--peers",
@@ -145,8 +153,12 @@ def run_config(
     rows, reference = [], None
     for variant in variants:
         result = run_one(config, variant, args.repeats, args.threads, args.in_process)
-        tokens = result.pop("tokens")
-        reference = tokens if reference is None else reference
+        tokens, hyp_scores = result.pop("tokens"), result.pop("scores")
+        reference = (tokens, hyp_scores) if reference is None else reference
+        identical = tokens == reference[0]
+        diff = None
+        if identical:
+            diff = max(abs(a - b) for s, r in zip(hyp_scores, reference[1]) for a, b in zip(s, r))
         rows.append(
             {
                 "kind": "run",
@@ -154,7 +166,8 @@ def run_config(
                 "config": dataclasses.asdict(config),
                 "env": env,
                 "load": load(),
-                "identical": tokens == reference,
+                "identical": identical,
+                "max_score_diff": diff,
                 "tokens_sha1": hashlib.sha1(json.dumps(tokens).encode()).hexdigest(),
             }
         )
@@ -163,42 +176,37 @@ def run_config(
     return rows
 
 
-def memory_budget(
-    config: Config, variants: Sequence[str], args: argparse.Namespace, env: Dict
-) -> List[Dict]:
-    """Largest batch per variant whose decoding state fits the budget (fit at batch 1 and 2)."""
+def memory_budget(config: Config, variants: Sequence[str], args: argparse.Namespace,
+                  env: Dict) -> List[Dict]:  # fmt: skip
+    """Largest batch per variant whose decoding state fits the budget.
+
+    State is linear in batch: it is fitted at batch 1 and 2, from measurement (``--measure-budget``,
+    model options, checkpoints and language models) or from :func:`expected_bytes`, the count the
+    tests check equal to the measurement.
+    """
     budget = int(args.memory_budget * GIB)
+    lm = config.checkpoint == "" and SHAPES[config.shape].is_lm
+    measure = args.measure_budget or lm or bool(config.checkpoint) or bool(config.model_options)
+    positions = config.steps + 1 + (config.src_len if lm else 0)
     rows = []
     for variant in variants:
-        measured = {}
-        for batch in (1, 2):
-            cfg = dataclasses.replace(config, batch=batch)
-            result = run_one(cfg, variant, 0, args.threads, args.in_process)
-            measured[batch] = result["decoding_state_bytes"]["total"]
-        state = LinearState.fit(1, measured[1], 2, measured[2])
-        dims = Dims(**result["dims"])
-        lm = SHAPES[config.shape].is_lm if config.shape in SHAPES else False
-        positions = config.steps + 1 + (config.src_len if lm else 0)
-        analytic = (
-            expected_bytes(variant, dims, 2, config.hypotheses, config.src_len, positions)["total"]
-            - expected_bytes(variant, dims, 1, config.hypotheses, config.src_len, positions)[
-                "total"
-            ]
-        )
-        rows.append(
-            {
-                "kind": "budget",
-                "variant": variant,
-                "budget_bytes": budget,
-                "per_sentence": state.per_sentence,
-                "fixed": state.fixed,
-                "analytic_per_sentence": analytic if not lm else None,
-                "largest_batch": state.largest_batch(budget),
-                "config": dataclasses.asdict(config),
-                "env": env,
-                "load": load(),
-            }
-        )
+        if measure:
+            totals = {}
+            for batch in (1, 2):
+                cfg = dataclasses.replace(config, batch=batch)
+                result = run_one(cfg, variant, 0, args.threads, args.in_process)
+                totals[batch] = result["decoding_state_bytes"]["total"]
+        else:
+            size = model_size(config.shape)
+            dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPE_BYTES[config.dtype])
+            totals = {b: expected_bytes(variant, dims, b, config.hypotheses, config.src_len,
+                                        positions)["total"] for b in (1, 2)}  # fmt: skip
+        state = LinearState.fit(1, totals[1], 2, totals[2])
+        rows.append({"kind": "budget", "variant": variant, "budget_bytes": budget,
+                     "per_sentence": state.per_sentence, "fixed": state.fixed,
+                     "source": "measured" if measure else "analytic (expected_bytes)",
+                     "largest_batch": state.largest_batch(budget),
+                     "config": dataclasses.asdict(config), "env": env, "load": load()})  # fmt: skip
     return rows
 
 

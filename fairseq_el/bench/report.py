@@ -26,8 +26,9 @@ def run_table(rows: Sequence[Dict]) -> str:
     """One row per variant: speed, time split, decoding state, peak memory, identity, load."""
     lines = [
         "| variant | batch | samples/s | tokens/s | encoder s | decoder s | enc-dec state MiB "
-        "| self-attn state MiB | state total MiB | peak memory MiB | identical | load 1m |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| self-attn state MiB | state total MiB | peak memory MiB | identical | max score diff "
+        "| load 1m |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         state = r.get("decoding_state_bytes") or {}
@@ -38,7 +39,7 @@ def run_table(rows: Sequence[Dict]) -> str:
             f"| {_num(r.get('decoder_seconds'), '.2f')} | {encdec:.4g} "
             f"| {state.get('self_cache', 0) / MIB:.4g} | {state.get('total', 0) / MIB:.4g} "
             f"| {_num(r.get('peak_memory_mib'), '.0f')} | {r.get('identical', '-')} "
-            f"| {r['load']['load_1m']} |"
+            f"| {_num(r.get('max_score_diff'), '.1e')} | {r['load']['load_1m']} |"
         )
     return "\n".join(lines)
 
@@ -55,34 +56,31 @@ def ratio_lines(rows: Sequence[Dict], reference: str) -> List[str]:
         if r is ref or not r.get("decoding_state_bytes"):
             continue
         s = r["decoding_state_bytes"]
-        encdec = (rs["encoder_out"] + rs["encdec_cache"]) / max(
-            1, s["encoder_out"] + s["encdec_cache"]
-        )
-        parts = [
-            f"{r['variant']} vs {reference}: enc-dec state {encdec:.1f}x smaller, "
-            f"total state {rs['total'] / max(1, s['total']):.1f}x smaller"
-        ]
+        items = []
+        ref_encdec = rs["encoder_out"] + rs["encdec_cache"]
+        if ref_encdec:  # a language model has no encoder-decoder state
+            encdec = ref_encdec / max(1, s["encoder_out"] + s["encdec_cache"])
+            items.append(f"enc-dec state {encdec:.1f}x smaller")
+        items.append(f"total state {rs['total'] / max(1, s['total']):.1f}x smaller")
         if r.get("peak_memory_mib") and ref.get("peak_memory_mib"):
-            parts.append(f"peak memory x{r['peak_memory_mib'] / ref['peak_memory_mib']:.2f}")
+            items.append(f"peak memory x{r['peak_memory_mib'] / ref['peak_memory_mib']:.2f}")
         if r.get("samples_per_s") and ref.get("samples_per_s"):
-            parts.append(f"speed x{r['samples_per_s'] / ref['samples_per_s']:.2f}")
-        out.append(", ".join(parts))
+            items.append(f"speed x{r['samples_per_s'] / ref['samples_per_s']:.2f}")
+        out.append(f"{r['variant']} vs {reference}: " + ", ".join(items))
     return out
 
 
 def budget_table(rows: Sequence[Dict], reference: str = "stock-per-sentence") -> str:
     lines = [
-        "| variant | state bytes per sentence | fixed bytes | analytic per sentence "
-        "| largest batch | vs " + reference + " |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| variant | state bytes per sentence | fixed bytes | from | largest batch "
+        f"| vs {reference} |",
+        "|---|---:|---:|---|---:|---:|",
     ]
     ref = next((r["largest_batch"] for r in rows if r["variant"] == reference), None)
     for r in rows:
         vs = f"{r['largest_batch'] / ref:.2f}x" if ref else "-"
-        lines.append(
-            f"| {r['variant']} | {r['per_sentence']:,} | {r['fixed']:,} "
-            f"| {r['analytic_per_sentence']:,} | {r['largest_batch']} | {vs} |"
-        )
+        lines.append(f"| {r['variant']} | {r['per_sentence']:,} | {r['fixed']:,} | {r['source']} "
+                     f"| {r['largest_batch']} | {vs} |")  # fmt: skip
     return "\n".join(lines)
 
 

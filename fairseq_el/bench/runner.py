@@ -79,6 +79,12 @@ def hypotheses(results: List[List[Dict]]) -> List[List[List[int]]]:
     return [[h["tokens"].tolist() for h in sentence] for sentence in results]
 
 
+def scores(results: List[List[Dict]]) -> List[List[float]]:
+    """The score of every returned hypothesis: a continuous check beside the tokens (random
+    weights tend to repeat one token, which any near-miss would reproduce)."""
+    return [[float(h["score"]) for h in sentence] for sentence in results]
+
+
 def model_dims(model: torch.nn.Module, dtype: str) -> Dict[str, int]:
     """The sizes the decoding state depends on (see :class:`~fairseq_el.bench.state.Dims`)."""
     layer = model.decoder.layers[0]
@@ -142,6 +148,7 @@ def run_variant(config: Config, variant: str, repeats: int = 3) -> Dict:
         "peak_memory_kind": memory["peak_memory_kind"],
         "dims": model_dims(model, config.dtype),
         "tokens": hypotheses(out),
+        "scores": scores(out),
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "pid": os.getpid(),

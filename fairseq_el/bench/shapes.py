@@ -10,6 +10,21 @@ from typing import Dict, List, Sequence, Tuple
 
 from fairseq_el.random_models import tiny_args
 
+TINY_LM = (
+    "--decoder-layers",
+    "2",
+    "--decoder-embed-dim",
+    "16",
+    "--decoder-ffn-embed-dim",
+    "32",
+    "--decoder-attention-heads",
+    "4",
+    "--dropout",
+    "0",
+    "--attention-dropout",
+    "0",
+)
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -46,6 +61,7 @@ SHAPES: Dict[str, Shape] = {
         # tests and smoke runs: any arch made tiny
         Shape("tiny-transformer", "transformer", "seq2seq", 64, tuple(tiny_args())),
         Shape("tiny-bart", "bart_base", "seq2seq", 64, tuple(tiny_args())),
+        Shape("tiny-lm", "transformer_lm_gpt", "lm", 64, TINY_LM),
     ]
 }
 
@@ -161,7 +177,7 @@ PRESETS: Dict[str, Preset] = {
     for p in [
         Preset(
             "squad-qg",
-            "transformer-base",
+            "transformer-big",
             512,
             4,
             20,
@@ -179,14 +195,15 @@ PRESETS: Dict[str, Preset] = {
             no_repeat=3,
             note="CNN/DailyMail with bart.large",
         ),
+        Preset("cnndm-gpt2", "gpt2-small", 512, 4, 100, 8, note="GPT-2 small on CNN/DM prompts"),
         Preset(
-            "cnndm-gpt2",
-            "gpt2-small",
+            "cnndm-gpt2-medium",
+            "gpt2-medium",
             512,
             4,
             100,
             8,
-            note="GPT-2 on CNN/DM prompts (needs el_transformer_lm)",
+            note="GPT-2 medium on CNN/DM prompts",
         ),
     ]
 }
