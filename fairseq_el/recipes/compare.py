@@ -57,6 +57,8 @@ def table(comparison: Comparison) -> str:
         ("peak RSS MiB", f"{stock.peak_rss_mb:.0f}", f"{el.peak_rss_mb:.0f}"),
         ("peak RSS above import MiB", f"{stock.peak_rss_mb - stock.baseline_rss_mb:.0f}",
          f"{el.peak_rss_mb - el.baseline_rss_mb:.0f}"),
+        ("RSS rise while decoding MiB", f"{stock.decoding_rss_rise_mb:.0f}",
+         f"{el.decoding_rss_rise_mb:.0f}"),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows)
     lines = [f"{'':{width}}  {'stock':>8}  {'EL':>8}"]

@@ -1,21 +1,30 @@
 """Run fairseq-generate in this process and record time, peak memory and the model classes loaded.
 
 Usage: ``python -m fairseq_el.recipes.measure RESULT.json -- <fairseq-generate arguments>``.
-Each measured run gets its own process so that its peak RSS is its own. The model classes are
-recorded because ``--model-overrides`` is the only thing that makes a stock checkpoint load as an
-EL model: the runner checks the class instead of trusting the flag.
+Each measured run gets its own process so that its peak RSS is its own. That peak is usually set
+while loading the checkpoint (state dict and model side by side), so we also sample the RSS while
+fairseq's ``inference_step`` runs and report its rise above the RSS before the first batch: the
+memory that decoding itself takes, which is where EL and stock differ. The runner sets
+``MALLOC_MMAP_THRESHOLD_`` so that freed large blocks go back to the system and the RSS follows
+live memory. The model classes are recorded because ``--model-overrides`` is the only thing that
+makes a stock checkpoint load as an EL model: the runner checks the class instead of trusting it.
 """
 
 import json
 import logging
+import os
 import re
 import resource
 import sys
+import threading
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from fairseq import checkpoint_utils
+from fairseq.tasks.fairseq_task import FairseqTask
 from fairseq_cli import generate
+
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
 # fairseq's own timer around SequenceGenerator, logged once at the end
 TRANSLATED = re.compile(r"Translated [\d,]+ sentences \([\d,]+ tokens\) in ([\d.]+)s")
@@ -39,6 +48,42 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mb() -> float:
+    """Resident set size now, in MiB (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * PAGE_MB
+
+
+class DecodingMemory:
+    """The highest RSS while ``inference_step`` runs, above the RSS before the first call."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval, self.start, self.peak, self.active = interval, None, 0.0, False
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            if self.active:
+                self.peak = max(self.peak, current_rss_mb())
+            time.sleep(self.interval)
+
+    def wrap(self, inference_step: Callable) -> Callable:
+        def measured(*args, **kwargs):
+            if self.start is None:
+                self.start = self.peak = current_rss_mb()
+                self.sampler.start()
+            self.active = True
+            try:
+                return inference_step(*args, **kwargs)
+            finally:
+                self.peak, self.active = max(self.peak, current_rss_mb()), False
+
+        return measured
+
+    def rise_mb(self) -> float:
+        return float("nan") if self.start is None else self.peak - self.start
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[1] != "--":
@@ -53,6 +98,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         return models, model_args
 
     checkpoint_utils.load_model_ensemble = recording_load
+    decoding = DecodingMemory()
+    FairseqTask.inference_step = decoding.wrap(FairseqTask.inference_step)
     timer = GenerationTimeHandler()
     logging.getLogger(generate.__name__).addHandler(timer)
     baseline = rss_mb()  # after importing torch and fairseq: the part no attention can save
@@ -66,6 +113,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "generation_seconds": timer.seconds,
         "peak_rss_mb": rss_mb(),
         "baseline_rss_mb": baseline,
+        "decoding_rss_rise_mb": decoding.rise_mb(),
     }
     with open(result_path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

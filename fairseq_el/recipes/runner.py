@@ -36,17 +36,19 @@ class RunResult:
     generation_seconds: float  # fairseq's own generation timer ("Translated ... in Xs")
     peak_rss_mb: float
     baseline_rss_mb: float  # RSS once torch and fairseq are imported, before loading anything
+    decoding_rss_rise_mb: float  # RSS rise while generating, above the RSS before the first batch
     model_classes: List[str]
     command: List[str] = field(default_factory=list)
 
 
 def thread_env(threads: Optional[int]) -> Dict[str, str]:
-    """The environment for a child, with ``threads`` intra-op threads if given.
+    """The environment for a child: glibc returns big freed blocks; ``threads`` if given.
 
     On a small shared machine torch's default (one thread per core) can be several times slower
     than one thread, as the threads wait for each other; the demo and tests ask for 1.
     """
-    env = dict(os.environ)
+    # freed blocks of 128 KiB or more go back to the system, so RSS follows live memory
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
@@ -166,6 +168,7 @@ def run(
         generation_seconds=measure["generation_seconds"],
         peak_rss_mb=measure["peak_rss_mb"],
         baseline_rss_mb=measure["baseline_rss_mb"],
+        decoding_rss_rise_mb=measure["decoding_rss_rise_mb"],
         model_classes=measure["model_classes"],
         command=["fairseq-generate", *argv],
     )
