@@ -43,7 +43,8 @@ class Budget:
     n_valid: int = 500
     n_test: int = 500
     n_train: int = 0  # 0: every pair not in valid/test
-    max_update: int = 400
+    max_update: int = 294  # 3 epochs of the 10.9k training pairs at max_tokens 4096
+    warmup_updates: int = 80
     vocab: int = 8000  # joined source+target words kept (fairseq-preprocess --nwordssrc)
     max_tokens: int = 4096
     embed_dim: int = 128
@@ -57,8 +58,8 @@ class Budget:
     @staticmethod
     def quick() -> "Budget":
         """A smoke run: a couple of minutes in total on 2 CPU cores."""
-        return Budget(n_valid=50, n_test=50, n_train=1000, max_update=30, embed_dim=32,
-                      ffn_dim=64, layers=1, batch_size=16)  # fmt: skip
+        return Budget(n_valid=50, n_test=50, n_train=1000, max_update=30, warmup_updates=10,
+                      embed_dim=32, ffn_dim=64, layers=1, batch_size=16)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,12 @@ class Variant:
 
 @dataclass(frozen=True)
 class Decoding:
-    """One way of decoding a trained variant: the model class is chosen by ``arch``."""
+    """One way of decoding a trained variant (same weights, different attention code)."""
 
     label: str
     variant: Variant
     el: bool  # True: decode as el_transformer (EL encoder-decoder attention); False: stock code
-    overrides: Dict[str, object] = field(default_factory=dict)
+    overrides: Dict[str, object] = field(default_factory=dict)  # model options, e.g. EL self-attn
 
 
 def split_pairs(
@@ -151,8 +152,8 @@ def train(variant: Variant, bin_dir: Path, out_dir: Path, budget: Budget) -> Pat
         "--share-all-embeddings", "--dropout", "0.1", "--attention-dropout", "0.1",
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "1.0",
-        "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates",
-        str(max(1, budget.max_update // 10)), "--max-tokens", str(budget.max_tokens),
+        "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
+        "--warmup-updates", str(budget.warmup_updates), "--max-tokens", str(budget.max_tokens),
         "--max-update", str(budget.max_update), "--seed", str(budget.seed), "--cpu",
         "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--no-save-optimizer-state",
         "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
@@ -178,16 +179,20 @@ def train_time_and_valid_loss(log: Path) -> Tuple[Optional[float], Optional[floa
     return (float(done[-1]) if done else None, float(losses[-1]) if losses else None)
 
 
-def load_model(checkpoint: Path, bin_dir: Path, el: bool) -> Tuple[torch.nn.Module, object]:
-    """The checkpoint's model as ``el_transformer`` (``el``) or as stock ``transformer``.
+def load_model(
+    checkpoint: Path, bin_dir: Path, decoding: Decoding
+) -> Tuple[torch.nn.Module, object]:
+    """The checkpoint's model as ``el_transformer`` (``decoding.el``) or stock ``transformer``.
 
     Both hold the same state dict; only the attention code that runs differs.
     """
     state = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoint))
     cfg = state["cfg"]
     cfg.task.data = str(bin_dir)
-    arch = cfg.model.arch if el else stock_arch(cfg.model.arch)
+    arch = cfg.model.arch if decoding.el else stock_arch(cfg.model.arch)
     cfg.model.arch = cfg.model._name = arch
+    for name, value in decoding.overrides.items():
+        setattr(cfg.model, name, value)
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     model.load_state_dict(state["model"], strict=True)
@@ -283,6 +288,8 @@ def decodings(variants: Iterable[Variant]) -> List[Decoding]:
         if variant.kv_heads is None:
             out.append(Decoding(f"{variant.name} (stock fairseq)", variant, el=False))
             out.append(Decoding(f"{variant.name} + EL", variant, el=True))
+            out.append(Decoding(f"{variant.name} + EL, EL self-attn", variant, el=True,
+                                overrides={"el_self_attention": True}))  # fmt: skip
         else:
             out.append(Decoding(f"{variant.name} (kv heads {variant.kv_heads})", variant, el=True))
     return out
@@ -302,7 +309,7 @@ def run_study(out_dir: Path, budget: Budget, variants: Sequence[Variant]) -> Lis
         train_s, valid_loss = train_time_and_valid_loss(
             out_dir / f"train-{decoding.variant.name}.log"
         )
-        model, task = load_model(checkpoint, bin_dir, decoding.el)
+        model, task = load_model(checkpoint, bin_dir, decoding)
         hyps, seconds, _ = decode(model, task, budget, measure_state=False)
         _, _, meter = decode(model, task, budget, measure_state=True)
         assert meter is not None
@@ -313,6 +320,7 @@ def run_study(out_dir: Path, budget: Budget, variants: Sequence[Variant]) -> Lis
             "heads": budget.heads, "el": decoding.el, "updates": budget.max_update,
             "train_s": train_s, "valid_loss": valid_loss, **score(texts, refs),
             "sent_per_s": len(texts) / seconds, "decode_s": seconds,
+            "tok_per_s": sum(len(t.split()) + 1 for t in texts) / seconds,  # + eos
             "cache_bytes_per_token": sum(meter.per_token) / len(meter.per_token),
             "peak_state_mib": meter.peak / 2**20,
             "same_tokens_as_first": sum(a == b for a, b in zip(texts, same)) / len(texts),
@@ -327,7 +335,7 @@ def run_study(out_dir: Path, budget: Budget, variants: Sequence[Variant]) -> Lis
 
 def format_table(rows: Sequence[Dict]) -> str:
     """The rows as a Markdown table."""
-    head = ("| model | kv heads / heads | EL | valid loss | BLEU | ROUGE-L | sent/s "
+    head = ("| model | kv heads / heads | EL | valid loss | BLEU | ROUGE-L | sent/s | tok/s "
             "| cache B/token | peak state MiB | same tokens |")  # fmt: skip
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
@@ -335,6 +343,7 @@ def format_table(rows: Sequence[Dict]) -> str:
         lines.append(
             f"| {r['model']} | {r['kv_heads']}/{r['heads']} | {'yes' if r['el'] else 'no'} "
             f"| {loss} | {r['bleu']:.2f} | {r['rougeL']:.2f} | {r['sent_per_s']:.1f} "
+            f"| {r['tok_per_s']:.0f} "
             f"| {r['cache_bytes_per_token']:.0f} | {r['peak_state_mib']:.2f} "
             f"| {100 * r['same_tokens_as_first']:.0f}% |"
         )
