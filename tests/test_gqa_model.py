@@ -12,6 +12,8 @@ from typing import Dict, List
 import pytest
 import torch
 from fairseq import checkpoint_utils, options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq_cli import preprocess
 from fairseq_cli import train as fairseq_train
 
@@ -193,3 +195,40 @@ def test_fairseq_train_lowers_mqa_loss(tmp_path):
     losses = [loss for _, loss in sorted({int(u): float(x) for x, u in pairs}.items())]
     print(f"MQA fairseq-train losses: {losses}")
     assert len(losses) >= 4 and losses[-1] < losses[0] - 0.5
+
+
+def lm(arch: str, extra: List[str], seed: int):
+    """A seeded tiny decoder-only LM (``transformer_lm`` family) over a 20-word dictionary."""
+    dictionary = make_dictionary(20)
+    parser = options.get_training_parser(default_task="language_modeling")
+    argv = ["<none>", "--task", "language_modeling", "--arch", arch, "--decoder-layers", "2",
+            "--decoder-embed-dim", str(DIM), "--decoder-ffn-embed-dim", "32",
+            "--decoder-attention-heads", str(HEADS), "--dropout", "0", *extra]  # fmt: skip
+    args = options.parse_args_and_arch(parser, argv)
+    task = LanguageModelingTask(args, dictionary, dictionary)
+    torch.manual_seed(seed)
+    cfg = convert_namespace_to_omegaconf(args)  # as fairseq-train builds it
+    return task.build_model(cfg.model).eval(), dictionary
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_el_transformer_lm_incremental_equals_full_and_stock_twin(kv_heads):
+    gqa, dictionary = lm("el_transformer_lm", ["--decoder-kv-heads", str(kv_heads)], seed=1)
+    stock, _ = lm("transformer_lm", [], seed=2)
+    stock.load_state_dict(repeat_kv_heads(gqa.state_dict(), HEADS, kv_heads))
+    tokens = torch.randint(dictionary.nspecial, len(dictionary), (3, 7))  # (B, T)
+    state: Dict = {}
+    with torch.no_grad():
+        full, _ = gqa(tokens)  # (B, T, V)
+        twin, _ = stock(tokens)
+        steps = [gqa.decoder(tokens[:, : t + 1], incremental_state=state)[0] for t in range(7)]
+    d_inc = float((torch.cat(steps, dim=1) - full).abs().max())
+    d_twin = float((twin - full).abs().max())
+    print(
+        f"el_transformer_lm kv_heads={kv_heads}: |incr-full|={d_inc:.2e} |stock twin|={d_twin:.2e}"
+    )
+    assert d_inc <= TOL and d_twin <= TOL
+    for layer in gqa.decoder.layers:
+        assert layer.self_attn._get_input_buffer(state)["prev_key"].shape == (
+            3, kv_heads, 7, DIM // HEADS
+        )  # fmt: skip
