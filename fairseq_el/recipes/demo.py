@@ -85,8 +85,9 @@ def run_task(task: DemoTask, out_dir: Path, threads: int) -> report.TaskOutcome:
 def run_scale(out_dir: Path, threads: int, examples: int = 4) -> report.TaskOutcome:
     """Resources at a real model size: a full-size bart_base, untrained, on CNN/DM sources.
 
-    Stock fairseq caches every layer's projected encoder keys and values once per beam; EL keeps
-    the encoder output once per sentence. Random weights never end a summary early, so every
+    Stock fairseq caches every decoder layer's projected encoder keys and values (stock BART once
+    per sentence, the stock Transformer once per beam); EL keeps only the encoder output, once
+    per sentence. Random weights never end a summary early, so every
     hypothesis runs to max-len-b: the work is the same as a trained model's longest case.
     """
     config, work, start = load_config("cnndm"), out_dir / "cnndm_bart_base", time.perf_counter()
@@ -105,7 +106,13 @@ def run_scale(out_dir: Path, threads: int, examples: int = 4) -> report.TaskOutc
                   comparison, start)  # fmt: skip
 
 
-def finish(name, model, reports, comparison, start) -> report.TaskOutcome:
+def finish(
+    name: str,
+    model: str,
+    reports: List[prepare.SplitReport],
+    comparison: compare.Comparison,
+    start: float,
+) -> report.TaskOutcome:
     """Print the task's table and examples; package its outcome for the report."""
     outcome = report.TaskOutcome(name, model, reports, comparison, time.perf_counter() - start)
     print(f"\n== {name} ==\n{compare.table(comparison)}", flush=True)
