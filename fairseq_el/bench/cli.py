@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -29,10 +29,11 @@ from fairseq_el.bench.report import (
     plot_sweep,
     ratio_lines,
     run_table,
+    state_table,
     write_jsonl,
 )
 from fairseq_el.bench.shapes import PRESETS, SEARCHES, SHAPES, Config, preset_configs
-from fairseq_el.bench.state import Dims, LinearState, expected_bytes
+from fairseq_el.bench.state import Dims, LinearState, expected_bytes, held_encoder_output
 
 GIB = 1 << 30
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -202,12 +203,36 @@ def memory_budget(config: Config, variants: Sequence[str], args: argparse.Namesp
             totals = {b: expected_bytes(variant, dims, b, config.hypotheses, config.src_len,
                                         positions)["total"] for b in (1, 2)}  # fmt: skip
         state = LinearState.fit(1, totals[1], 2, totals[2])
+        embedding = 0  # encoder_embedding per sentence: held, never read by fairseq's decoder
+        if not lm:
+            size = model_size(config.shape)
+            dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPE_BYTES[config.dtype])
+            held = held_encoder_output(variant, dims, 1, config.hypotheses, config.src_len)
+            embedding = held["encoder_embedding"]
+        without = LinearState(state.per_sentence - embedding, state.fixed)
         rows.append({"kind": "budget", "variant": variant, "budget_bytes": budget,
                      "per_sentence": state.per_sentence, "fixed": state.fixed,
+                     "encoder_embedding_per_sentence": embedding,
+                     "largest_batch_without_encoder_embedding": without.largest_batch(budget),
                      "source": "measured" if measure else "analytic (expected_bytes)",
                      "largest_batch": state.largest_batch(budget),
                      "config": dataclasses.asdict(config), "env": env, "load": load()})  # fmt: skip
     return rows
+
+
+def analytic_states(
+    config: Config, variants: Sequence[str]
+) -> Tuple[Dict[str, Dict[str, int]], Dict[str, int]]:
+    """Exact decoding state by part at ``config.batch`` for every variant (the ratios need both
+    stock variants), and each one's ``encoder_embedding`` bytes."""
+    size = model_size(config.shape)
+    dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPE_BYTES[config.dtype])
+    wanted = list(dict.fromkeys(["stock-per-sentence", "stock-per-beam", *variants]))
+    positions = config.steps + 1
+    args = (dims, config.batch, config.hypotheses, config.src_len)
+    states = {v: expected_bytes(v, *args, positions) for v in wanted}
+    embedding = {v: held_encoder_output(v, *args)["encoder_embedding"] for v in wanted}
+    return states, embedding
 
 
 def sweep_batches(spec: str) -> List[int]:
@@ -242,6 +267,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
                 f"({config.steps} steps, self-attention cache included)"
             )
             print(budget_table(rows))
+            if not (SHAPES[config.shape].is_lm or config.checkpoint):
+                print(f"decoding state at batch {config.batch} (exact count, expected_bytes)")
+                print(state_table(*analytic_states(config, variants)))
         else:
             batches = sweep_batches(args.sweep) if args.sweep else [config.batch]
             from tqdm import tqdm

@@ -71,16 +71,44 @@ def ratio_lines(rows: Sequence[Dict], reference: str) -> List[str]:
 
 
 def budget_table(rows: Sequence[Dict], reference: str = "stock-per-sentence") -> str:
+    """Largest batch per variant, and what it would be if ``encoder_embedding`` were not held."""
     lines = [
         "| variant | state bytes per sentence | fixed bytes | from | largest batch "
-        f"| vs {reference} |",
-        "|---|---:|---:|---|---:|---:|",
+        f"| vs {reference} | of which encoder_embedding | largest batch without it "
+        f"| vs {reference} as held |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    ref = next((r["largest_batch"] for r in rows if r["variant"] == reference), None)
+    ref = next((r for r in rows if r["variant"] == reference), None)
     for r in rows:
-        vs = f"{r['largest_batch'] / ref:.2f}x" if ref else "-"
+        vs = f"{r['largest_batch'] / ref['largest_batch']:.2f}x" if ref else "-"
+        without = r["largest_batch_without_encoder_embedding"]
+        vs_without = f"{without / ref['largest_batch']:.2f}x" if ref else "-"
         lines.append(f"| {r['variant']} | {r['per_sentence']:,} | {r['fixed']:,} | {r['source']} "
-                     f"| {r['largest_batch']} | {vs} |")  # fmt: skip
+                     f"| {r['largest_batch']} | {vs} | {r['encoder_embedding_per_sentence']:,} "
+                     f"| {without} | {vs_without} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def state_table(states: Dict[str, Dict[str, int]], embedding: Dict[str, int]) -> str:
+    """Decoding state by part per variant, and the encoder-decoder part's ratios to each stock
+    variant, as held and with ``encoder_embedding`` (never read by the decoder) left out."""
+    lines = [
+        "| variant | encoder output MiB | of which encoder_embedding MiB | enc-dec cache MiB "
+        "| self-attn cache MiB | total MiB | enc-dec state vs per-sentence | vs per-beam "
+        "| without encoder_embedding: vs per-sentence | vs per-beam |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def encdec(v: str) -> int:
+        return states[v]["encoder_out"] + states[v]["encdec_cache"]
+
+    for v, p in states.items():
+        held, lean = encdec(v), encdec(v) - embedding[v]
+        ratios = [f"{encdec(ref) / held:.1f}x" for ref in ("stock-per-sentence", "stock-per-beam")]
+        ratios += [f"{encdec(ref) / lean:.1f}x" for ref in ("stock-per-sentence", "stock-per-beam")]
+        lines.append(f"| {v} | {p['encoder_out'] / MIB:.1f} | {embedding[v] / MIB:.1f} "
+                     f"| {p['encdec_cache'] / MIB:.1f} | {p['self_cache'] / MIB:.1f} "
+                     f"| {p['total'] / MIB:.1f} | " + " | ".join(ratios) + " |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -129,26 +129,38 @@ class Dims:
     dtype_bytes: int = 4
 
 
+def held_encoder_output(
+    variant: str, dims: Dims, batch: int, hyps: int, src_len: int
+) -> Dict[str, int]:
+    """Bytes of each tensor of the encoder output the generator holds, by hand.
+
+    ``encoder_out`` (S, rows, Ce) and ``encoder_embedding`` (rows, S, Ce), the bool padding mask
+    (rows, S) and int32 ``src_lengths`` (rows, 1); rows are hypotheses when the generator
+    expands the output (stock per-beam), sentences otherwise (stock BART, EL), where EL adds its
+    int64 row->sentence map (N,). fairseq's decoder never reads ``encoder_embedding``.
+    """
+    rows = batch * hyps if variant == "stock-per-beam" else batch
+    tensor = src_len * rows * dims.encoder_dim * dims.dtype_bytes
+    row_sentence = 8 * batch * hyps if variant.startswith("el") else 0
+    return {"encoder_out": tensor, "encoder_embedding": tensor, "padding_mask": rows * src_len,
+            "src_lengths": 4 * rows, "row_sentence": row_sentence}  # fmt: skip
+
+
 def expected_bytes(
     variant: str, dims: Dims, batch: int, hyps: int, src_len: int, positions: int
 ) -> Dict[str, int]:
     """The decoding state fairseq 0.12 holds after ``positions`` decoded positions, by hand.
 
-    Encoder output held: ``encoder_out`` (S, rows, Ce), ``encoder_embedding`` (rows, S, Ce), the
-    bool padding mask (rows, S) and int32 ``src_lengths`` (rows, 1); rows are hypotheses when
-    the generator expands it (stock per-beam), sentences otherwise (stock BART, EL), where EL adds
-    its int64 row->sentence map (N,). Encoder-decoder cache: keys and values (rows, H, S, D) per
-    layer plus the padding mask, which ``MultiheadAttention`` stores per layer as float32.
-    Self-attention cache: keys and values (N, H, T, D) per layer; EL self-attention: its layer
-    inputs (N, T, C) per layer.
+    Encoder output: :func:`held_encoder_output`. Encoder-decoder cache: keys and values
+    (rows, H, S, D) per layer plus the padding mask, which ``MultiheadAttention`` stores per layer
+    as float32. Self-attention cache: keys and values (N, H, T, D) per layer; EL self-attention:
+    its layer inputs (N, T, C) per layer.
     """
     b, L, S = dims.dtype_bytes, dims.layers, src_len
     n = batch * hyps
     rows = n if variant == "stock-per-beam" else batch
     parts = dict.fromkeys(PARTS, 0)
-    parts["encoder_out"] = 2 * S * rows * dims.encoder_dim * b + rows * S + 4 * rows
-    if variant.startswith("el"):
-        parts["encoder_out"] += 8 * n
+    parts["encoder_out"] = sum(held_encoder_output(variant, dims, batch, hyps, S).values())
     if variant.startswith("stock"):
         # keys, values and the padding mask fairseq stores as float32 (``.float()``)
         parts["encdec_cache"] = L * rows * S * (2 * dims.embed_dim * b + 4)
