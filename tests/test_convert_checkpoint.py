@@ -103,3 +103,21 @@ def test_verification_catches_a_model_that_computes_something_else(stock_checkpo
     broken["model"][key] = broken["model"][key] + noise
     with pytest.raises(ConversionError, match="verification failed"):
         compare_decoders(state, broken)
+
+
+def test_kv_heads_option_averages_heads_into_a_grouped_el_checkpoint(tmp_path, capsys):
+    model, _, args = build_translation_model(
+        "transformer", make_dictionary(12), extra=tiny_args(dim=16, heads=4)
+    )
+    save_checkpoint(model, args, str(tmp_path / "stock.pt"))
+    with pytest.warns(UserWarning, match="uptrain"):
+        assert (
+            cli_main([str(tmp_path / "stock.pt"), str(tmp_path / "gqa.pt"), "--kv-heads", "2"]) == 0
+        )
+    assert "averaged to 2" in capsys.readouterr().out
+    state = load_checkpoint(str(tmp_path / "gqa.pt"))
+    assert state["args"].decoder_kv_heads == 2 and get_arch(state) == "el_transformer"
+    assert state["model"]["decoder.layers.0.self_attn.k_proj.weight"].shape == (8, 16)
+    assert build_from_state(state).decoder.layers[0].self_attn.kv_heads == 2
+    with pytest.raises(ConversionError, match="with --to el"):
+        convert_checkpoint(str(tmp_path / "gqa.pt"), str(tmp_path / "x.pt"), "stock", kv_heads=1)

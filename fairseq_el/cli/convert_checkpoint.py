@@ -27,6 +27,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="target: EL architecture (default) or back to the stock one",
     )
     parser.add_argument(
+        "--kv-heads",
+        type=int,
+        metavar="N",
+        help="grouped-query (N > 1) or multi-query (N = 1) decoder attention by averaging the "
+        "key/value heads of each group: outputs change, the model needs uptraining",
+    )
+    parser.add_argument(
         "--no-verify",
         action="store_true",
         help="skip building both models and comparing their decoders",
@@ -41,12 +48,18 @@ def cli_main(argv: Optional[List[str]] = None) -> int:
     from fairseq_el.convert.el_checkpoint import convert_checkpoint
 
     try:
-        arch, new_arch, diff = convert_checkpoint(args.src, args.dst, args.to, not args.no_verify)
+        arch, new_arch, diff = convert_checkpoint(
+            args.src, args.dst, args.to, not args.no_verify, args.kv_heads
+        )
     except ConversionError as err:
         print(f"fairseq-el-convert: {err}", file=sys.stderr)
         return 2
-    check = "not verified" if diff is None else f"verified: max decoder log-prob diff {diff:.2e}"
-    print(f"{args.src} ({arch}) -> {args.dst} ({new_arch}); weights unchanged; {check}")
+    if args.kv_heads is not None:
+        done = f"key/value heads averaged to {args.kv_heads} per layer: uptrain before use"
+    else:
+        check = "not verified" if diff is None else f"verified: max log-prob diff {diff:.2e}"
+        done = f"weights unchanged; {check}"
+    print(f"{args.src} ({arch}) -> {args.dst} ({new_arch}); {done}")
     return 0
 
 

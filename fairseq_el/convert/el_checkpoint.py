@@ -85,36 +85,76 @@ def target_arch(arch: str, to: str) -> str:
     raise ValueError(f"to must be 'el' or 'stock', not {to!r}")
 
 
-def with_arch(state: Checkpoint, arch: str) -> Checkpoint:
-    """A copy of ``state`` whose configuration names ``arch``; tensors are shared, not copied."""
+def with_config(state: Checkpoint, **fields: Any) -> Checkpoint:
+    """A copy of ``state`` whose model configuration has ``fields`` set (``arch`` also sets
+    ``_name`` where the checkpoint records one); tensors are shared, not copied."""
     new = dict(state)
     if state.get("args") is not None:
         new["args"] = copy.copy(state["args"])
-        new["args"].arch = arch
     if state.get("cfg"):
         new["cfg"] = copy.deepcopy(state["cfg"])
-        model_cfg = new["cfg"]["model"]
-        if isinstance(model_cfg, argparse.Namespace):
-            model_cfg.arch = arch
-            if hasattr(model_cfg, "_name"):
-                model_cfg._name = arch
-        elif model_cfg is not None:
-            model_cfg["arch"] = arch
-            if "_name" in model_cfg:
-                model_cfg["_name"] = arch
+    targets = [new["args"]] if new.get("args") is not None else []
+    if new.get("cfg") and new["cfg"].get("model") is not None:
+        targets.append(new["cfg"]["model"])
+    for cfg in targets:
+        for name, value in fields.items():
+            names = [name, "_name"] if name == "arch" else [name]
+            for key in names:
+                if isinstance(cfg, argparse.Namespace):
+                    if key != "_name" or hasattr(cfg, key):
+                        setattr(cfg, key, value)
+                elif key != "_name" or key in cfg:
+                    cfg[key] = value
     return new
 
 
+def with_arch(state: Checkpoint, arch: str) -> Checkpoint:
+    """A copy of ``state`` naming ``arch``; weights shared."""
+    return with_config(state, arch=arch)
+
+
+def with_kv_heads(state: Checkpoint, kv_heads: int) -> Checkpoint:
+    """Average each group's key/value heads (grouped-query attention: the model must be
+    uptrained), and record ``decoder_kv_heads`` in the configuration."""
+    from fairseq_el.gqa_convert import average_kv_heads
+
+    cfg = model_config(state)
+    heads = (
+        getattr(cfg, "decoder_attention_heads", None)
+        if isinstance(cfg, argparse.Namespace)
+        else cfg.get("decoder_attention_heads")
+    )
+    if not heads:
+        raise ConversionError("the checkpoint records no decoder_attention_heads")
+    try:
+        weights = average_kv_heads(state["model"], heads, kv_heads)
+    except ValueError as err:
+        raise ConversionError(str(err)) from err
+    return with_config(dict(state, model=weights), decoder_kv_heads=kv_heads)
+
+
 def convert_checkpoint(
-    src: str, dst: str, to: str = "el", verify: bool = True
+    src: str, dst: str, to: str = "el", verify: bool = True, kv_heads: Optional[int] = None
 ) -> Tuple[str, str, Optional[float]]:
-    """Convert ``src`` into ``dst``; returns (old arch, new arch, max decoder diff if verified)."""
+    """Convert ``src`` into ``dst``; returns (old arch, new arch, max decoder diff if verified).
+
+    With ``kv_heads`` the EL checkpoint gets grouped-query decoder attention by head averaging:
+    it computes something else, so it is verified by building and loading, not by comparison.
+    """
     state = load_checkpoint(src)
     arch = get_arch(state)
     new_arch = target_arch(arch, to)
+    if kv_heads is not None and to != "el":
+        raise ConversionError("--kv-heads makes a grouped-query EL checkpoint: use it with --to el")
     converted = with_arch(state, new_arch)
     max_diff = None
-    if verify:
+    if kv_heads is not None:
+        converted = with_kv_heads(converted, kv_heads)
+        if verify:
+            from fairseq_el.verify import build_from_state
+
+            build_from_state(converted)
+    elif verify:
         from fairseq_el.verify import compare_decoders
 
         max_diff = compare_decoders(state, converted)

@@ -47,7 +47,8 @@ class ELTransformerLanguageModel(TransformerLanguageModel):
         if options.kv_heads is None:  # same shapes: start from the stock initialisation too
             decoder.load_state_dict(stock.decoder.state_dict())
         logger.info(
-            f"fairseq-el: built {cls.__name__} ({getattr(args, '_name', None) or args.arch}), "
+            f"fairseq-el: built {cls.__name__} "
+            f"({getattr(args, '_name', None) or getattr(args, 'arch', None)}), "
             f"self-attention: {describe_self_attention(options)}"
         )
         return cls(decoder)
