@@ -1,6 +1,7 @@
 """The demo's markdown report and resource plot (matplotlib is an optional extra)."""
 
 import platform
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -52,7 +53,7 @@ def plot(out_dir: Path, outcomes: List[TaskOutcome]) -> Optional[Path]:
         ax.bar([x - 0.2 for x in xs], [value(o.comparison.stock) for o in outcomes], 0.4,
                label="stock")  # fmt: skip
         ax.bar([x + 0.2 for x in xs], [value(o.comparison.el) for o in outcomes], 0.4, label="EL")
-        ax.set_xticks(list(xs), names)
+        ax.set_xticks(list(xs), [textwrap.fill(n, 12) for n in names], fontsize=8)
         ax.set_title(title)
     axes[0].legend()
     fig.tight_layout()
