@@ -182,3 +182,13 @@ def test_el_lm_builds_like_stock_from_the_same_seed():
         assert torch.equal(torch.rand(3), after_stock)
         el_state = el.state_dict()
         assert all(torch.equal(el_state[k], v) for k, v in stock.state_dict().items())
+
+
+@pytest.mark.parametrize("search", ["beam", "sampling"])
+def test_fairseq_generate_prompt_in_one_pass(data, checkpoints, search):
+    """--task el_language_modeling (prompt in one pass) == stock --task language_modeling."""
+    stock = lm_generate(data, checkpoints["trained"]["stock"], *SEARCH[search])
+    one_pass = lm_generate(
+        data, checkpoints["trained"]["el"], *SEARCH[search], "--task", "el_language_modeling"
+    )
+    print(f"prompt in one pass, {search}: {assert_same_output(stock, one_pass)} lines identical")

@@ -1,0 +1,126 @@
+"""Language-model prompts in one full-sequence pass, then incremental decoding.
+
+fairseq's ``SequenceGenerator`` feeds an LM prompt one token per step, running the decoder
+incrementally for every prompt position. ``--task el_language_modeling`` generates the same
+tokens and scores but runs the positions every prompt of the batch shares in one causal,
+full-sequence pass: it keeps the log-probabilities the generator will ask for at those steps, and
+fills each self-attention's incremental cache by calling that module once on the whole block
+(so each attention, stock, EL or grouped-query, writes its cache in its own layout). Prompts of
+different lengths: the shortest one sets the shared block; the rest is forced step by step, as
+upstream does.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
+from fairseq.tasks import register_task
+from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
+from torch import Tensor
+
+IncrementalStates = List[Dict[str, Dict[str, Optional[Tensor]]]]
+
+
+class PromptEnsembleModel(EnsembleModel):
+    """``EnsembleModel`` that answers the shared prompt steps from one full-sequence pass."""
+
+    def __init__(self, models) -> None:
+        super().__init__(models)
+        self.prompt: Optional[Tensor] = None  # (B, L) prefix tokens, right-padded
+        self.prefilled: Optional[Tensor] = None  # (rows, P, V) log-probs of steps 0 .. P-1
+
+    def forward_decoder(self, tokens, encoder_outs, incremental_states, temperature: float = 1.0):
+        step = tokens.size(1) - 1
+        if step == 0:
+            self.prefilled = self._prefill(tokens, incremental_states, temperature)
+        if self.prefilled is not None and step < self.prefilled.size(1):
+            return self.prefilled[:, step], None
+        return super().forward_decoder(tokens, encoder_outs, incremental_states, temperature)
+
+    def reorder_incremental_state(self, incremental_states, new_order: Tensor) -> None:
+        super().reorder_incremental_state(incremental_states, new_order)
+        if self.prefilled is not None:
+            self.prefilled = self.prefilled.index_select(0, new_order)
+
+    def _prefill(
+        self, tokens: Tensor, incremental_states: IncrementalStates, temperature: float
+    ) -> Optional[Tensor]:
+        if self.prompt is None or self.has_encoder() or not self.has_incremental_states():
+            return None
+        pad = self.single_model.decoder.padding_idx
+        shared = int(self.prompt.ne(pad).sum(1).min())  # prompt tokens every sentence forces
+        if shared < 1:
+            return None
+        rows = self.prompt.repeat_interleave(tokens.size(0) // self.prompt.size(0), dim=0)
+        block = torch.cat([tokens[:, :1], rows[:, : shared - 1]], dim=1)  # (rows, P): BOS + prompt
+        log_probs = [
+            self._prefill_model(model, block, state, temperature)
+            for model, state in zip(self.models, incremental_states)
+        ]
+        if len(log_probs) == 1:
+            return log_probs[0]
+        return torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(self.models_size)
+
+    @staticmethod
+    def _prefill_model(model, block: Tensor, state, temperature: float) -> Tensor:
+        """Log-probs of every block position; fills ``state`` as incremental decoding would."""
+        inputs: Dict[int, Tensor] = {}
+
+        def keep_input(index):
+            def hook(module, args, kwargs):
+                inputs[index] = kwargs["query"] if "query" in kwargs else args[0]  # (P, rows, C)
+
+            return hook
+
+        layers = model.decoder.layers
+        hooks = [
+            layer.self_attn.register_forward_pre_hook(keep_input(i), with_kwargs=True)
+            for i, layer in enumerate(layers)
+        ]
+        try:
+            logits, extra = model.decoder(block)  # causal full-sequence pass
+        finally:
+            for hook in hooks:
+                hook.remove()
+        causal = torch.triu(torch.full((block.size(1),) * 2, float("-inf")), 1).to(logits)
+        for i, layer in enumerate(layers):
+            x = inputs[i]
+            layer.self_attn(x, x, x, incremental_state=state, need_weights=False, attn_mask=causal)
+        return model.get_normalized_probs((logits.div_(temperature), extra), log_probs=True)
+
+
+class PromptSequenceGenerator(SequenceGenerator):
+    """``SequenceGenerator`` whose LM prompts are decoded in one pass (see module docstring)."""
+
+    def __init__(self, models, tgt_dict, **kwargs) -> None:
+        if not isinstance(models, EnsembleModel):
+            models = PromptEnsembleModel(models)
+        super().__init__(models, tgt_dict, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, models, sample, **kwargs):
+        self.model.prompt = kwargs.get("prefix_tokens")
+        try:
+            return super().generate(models, sample, **kwargs)
+        finally:
+            self.model.prompt = self.model.prefilled = None
+
+
+@dataclass
+class ELLanguageModelingConfig(LanguageModelingConfig):
+    pass
+
+
+@register_task("el_language_modeling", dataclass=ELLanguageModelingConfig)
+class ELLanguageModelingTask(LanguageModelingTask):
+    """``language_modeling`` whose generator decodes prompts in one full-sequence pass."""
+
+    def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **kwargs):
+        if seq_gen_cls is None and not getattr(args, "print_alignment", False):
+            seq_gen_cls = PromptSequenceGenerator
+        return super().build_generator(
+            models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs,
+            **kwargs,
+        )  # fmt: skip
