@@ -91,7 +91,12 @@ def assert_same_output(stock_out: str, el_out: str) -> int:
             for (s_nums, s_text), (e_nums, e_text) in zip(stock[sid], el[sid], strict=True):
                 assert s_text == e_text, f"{prefix}-{sid}: {s_text!r} != {e_text!r}"
                 assert len(s_nums) == len(e_nums)
-                assert max(abs(a - b) for a, b in zip(s_nums, e_nums)) <= 1e-4, f"{prefix}-{sid}"
+                # H- scores are printed at full precision; P- scores at 4 decimals, so two
+                # rounded values of nearly equal numbers may differ by one printed unit
+                tolerance = 1e-4 if prefix == "H" else 1e-4 + 1e-9
+                assert max(abs(a - b) for a, b in zip(s_nums, e_nums)) <= tolerance, (
+                    f"{prefix}-{sid}"
+                )
                 count += 1
     return count
 

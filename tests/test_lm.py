@@ -192,3 +192,30 @@ def test_fairseq_generate_prompt_in_one_pass(data, checkpoints, search):
         data, checkpoints["trained"]["el"], *SEARCH[search], "--task", "el_language_modeling"
     )
     print(f"prompt in one pass, {search}: {assert_same_output(stock, one_pass)} lines identical")
+
+
+def test_fairseq_generate_prefix_size(data, checkpoints):
+    """--prefix-size N: the first N tokens of each line are the prompt, the rest is generated."""
+    options = ("--prefix-size", "3", "--beam", "4")
+    stock = lm_generate(data, checkpoints["trained"]["stock"], *options)
+    el = lm_generate(data, checkpoints["trained"]["el"], *options)
+    print(f"--prefix-size 3: {assert_same_output(stock, el)} lines identical")
+
+
+@pytest.mark.parametrize("task", ["language_modeling", "el_language_modeling"])
+def test_fairseq_interactive(data, checkpoints, task):
+    prompts = "The government said\nA man has been\nThe\n"
+    outputs = []
+    for variant in ("stock", "el"):
+        cmd = [
+            str(BIN / "fairseq-interactive"), str(data), "--path",
+            str(checkpoints["trained"][variant]), "--user-dir", fairseq_el.USER_DIR,
+            "--task", task if variant == "el" else "language_modeling", "--beam", "3",
+            "--max-len-b", "8", "--buffer-size", "3", "--batch-size", "3",
+        ]  # fmt: skip
+        done = subprocess.run(cmd, input=prompts, capture_output=True, text=True, env=ENV)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    count = assert_same_output(*outputs)
+    assert count >= 6  # 3 prompts: H- and P- lines
+    print(f"fairseq-interactive ({task}): {count} lines identical")
