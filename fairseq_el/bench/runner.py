@@ -6,6 +6,8 @@ state and peak memory are measured (meters on), and it is excluded from the timi
 repeat runs with no meter attached.
 """
 
+import ctypes
+import gc
 import os
 import statistics
 import time
@@ -45,10 +47,19 @@ class Stopwatch:
 
 
 def memory_reset(device: str) -> None:
-    """Start a new peak: CUDA's allocator counter, or the process's peak RSS (Linux VmHWM)."""
+    """Start a new peak: CUDA's allocator counter, or the process's peak RSS (Linux VmHWM).
+
+    On CPU, memory freed while building the model is first handed back to the system
+    (``malloc_trim``): glibc keeps freed heap pages resident, which would count in the peak.
+    """
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         return
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
 
