@@ -290,7 +290,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
                 ):
                     print(f"batch {batch}: {line}")
             if args.plot and args.sweep:
-                plot_sweep(rows, args.plot, config.describe())
+                title = config.describe().replace(f"batch {config.batch}", f"batch {args.sweep}")
+                plot_sweep(rows, args.plot, title)
                 print(f"plot: {args.plot}")
         if args.peers:
             from fairseq_el.bench.peers import run_peers
