@@ -149,3 +149,44 @@ def plot_sweep(rows: Sequence[Dict], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Re-table runs from a JSON lines file, e.g. runs of one shape made by separate commands;
+    "identical" is then recomputed against the reference's token digest."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        description="Table and ratios of benchmark runs in a JSON lines file"
+    )
+    p.add_argument("results", help="JSON lines written by fairseq-el-benchmark --out")
+    p.add_argument("--shape", required=True)
+    p.add_argument("--src-len", type=int, required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--reference", default="stock-per-sentence")
+    args = p.parse_args(argv)
+    rows = []
+    with open(args.results, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            c = r.get("config", {})
+            if r.get("kind") == "run" and (c.get("shape"), c.get("src_len"), c.get("batch")) == (
+                args.shape,
+                args.src_len,
+                args.batch,
+            ):
+                options = c.get("model_options") or []
+                r["variant"] += f" ({' '.join(options)})" if options else ""
+                rows.append(r)
+    if not rows:
+        raise SystemExit("no matching runs")
+    ref = next((r for r in rows if r["variant"] == args.reference), rows[0])
+    for r in rows:  # runs of separate commands: compare their tokens through the digests
+        r["identical"] = r["tokens_sha1"] == ref["tokens_sha1"]
+    print(run_table(rows))
+    for line in ratio_lines(rows, args.reference):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
