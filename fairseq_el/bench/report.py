@@ -31,13 +31,16 @@ def run_table(rows: Sequence[Dict]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
-        state = r.get("decoding_state_bytes") or {}
-        encdec = (state.get("encoder_out", 0) + state.get("encdec_cache", 0)) / MIB
+        state = r.get("decoding_state_bytes")
+        if state:
+            encdec = (state["encoder_out"] + state["encdec_cache"]) / MIB
+            sizes = f"{encdec:.4g} | {state['self_cache'] / MIB:.4g} | {state['total'] / MIB:.4g}"
+        else:  # peers: their caches are not visible to the meter
+            sizes = "- | - | -"
         lines.append(
             f"| {r['variant']} | {r['config']['batch']} | {_num(r.get('samples_per_s'), '.3f')} "
             f"| {_num(r.get('tokens_per_s'), '.1f')} | {_num(r.get('encoder_seconds'), '.2f')} "
-            f"| {_num(r.get('decoder_seconds'), '.2f')} | {encdec:.4g} "
-            f"| {state.get('self_cache', 0) / MIB:.4g} | {state.get('total', 0) / MIB:.4g} "
+            f"| {_num(r.get('decoder_seconds'), '.2f')} | {sizes} "
             f"| {_num(r.get('peak_memory_mib'), '.0f')} | {r.get('identical', '-')} "
             f"| {_num(r.get('max_score_diff'), '.1e')} | {r['load']['load_1m']} |"
         )
