@@ -65,6 +65,9 @@ class ELTransformerEncoder(TransformerEncoderBase):
             reordered = dict(encoder_out)
         else:
             reordered = super().reorder_encoder_out(encoder_out, kept)
+        # The scaled source embeddings: as large as the encoder output, and no decoder here ever
+        # reads them during generation. Held for the whole run, they would double EL's state.
+        reordered["encoder_embedding"] = []
         reordered[ROW_SENTENCE] = [row_to_kept]
         return reordered
 

@@ -45,10 +45,11 @@ def test_state_bytes_exact_by_hand():
         "stock-per-sentence": {"encoder_out": 2721, "encdec_cache": 5544, "self_cache": 18432},
         # per-beam: rows 12 -> 4x the encoder output and encoder-decoder cache
         "stock-per-beam": {"encoder_out": 10884, "encdec_cache": 22176, "self_cache": 18432},
-        # EL: rows 3 plus the int64 row->sentence map (12*8); no encoder-decoder cache
-        "el": {"encoder_out": 2817, "encdec_cache": 0, "self_cache": 18432},
+        # EL: rows 3, encoder_embedding dropped (7*3*16*4 + 3*7 + 3*4 = 1377), plus the int64
+        # row->sentence map (12*8); no encoder-decoder cache
+        "el": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 18432},
         # EL self-attention: layer inputs (2 layers * 12 * 6 * 16 * 4)
-        "el-sa": {"encoder_out": 2817, "encdec_cache": 0, "self_cache": 9216},
+        "el-sa": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 9216},
     }
     torch.set_num_threads(1)
     for variant, parts in hand.items():

@@ -137,12 +137,14 @@ def held_encoder_output(
     ``encoder_out`` (S, rows, Ce) and ``encoder_embedding`` (rows, S, Ce), the bool padding mask
     (rows, S) and int32 ``src_lengths`` (rows, 1); rows are hypotheses when the generator
     expands the output (stock per-beam), sentences otherwise (stock BART, EL), where EL adds its
-    int64 row->sentence map (N,). fairseq's decoder never reads ``encoder_embedding``.
+    int64 row->sentence map (N,). fairseq's decoder never reads ``encoder_embedding``, and the EL
+    encoder drops it at the generator's first reorder.
     """
     rows = batch * hyps if variant == "stock-per-beam" else batch
     tensor = src_len * rows * dims.encoder_dim * dims.dtype_bytes
     row_sentence = 8 * batch * hyps if variant.startswith("el") else 0
-    return {"encoder_out": tensor, "encoder_embedding": tensor, "padding_mask": rows * src_len,
+    embedding = 0 if variant.startswith("el") else tensor
+    return {"encoder_out": tensor, "encoder_embedding": embedding, "padding_mask": rows * src_len,
             "src_lengths": 4 * rows, "row_sentence": row_sentence}  # fmt: skip
 
 
