@@ -43,6 +43,13 @@ class ELOptions:
     encoder_batch: Optional[int] = None  # --el-encoder-batch
 
     def __post_init__(self) -> None:
+        for option, value, least in (
+            ("--el-encoder-batch", self.encoder_batch, 1),
+            ("--decoder-kv-heads", self.kv_heads, 1),
+            ("--el-memory-budget", self.memory_budget, 0),
+        ):
+            if value is not None and value < least:
+                raise ValueError(f"{option} must be at least {least}, not {value}")
         if self.self_attention and self.kv_heads is not None:
             raise ValueError(
                 "--el-self-attention and --decoder-kv-heads do not combine: a grouped cache "

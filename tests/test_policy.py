@@ -88,3 +88,12 @@ def test_policy_option_is_a_model_argument(trained_transformer):
     assert el.decoder.el_policy.mode == "cached" and el.decoder.el_policy.memory_budget == 2e9
     assert all(layer.encoder_attn.policy is el.decoder.el_policy for layer in el.decoder.layers)
     assert torch.is_tensor(el.decoder.layers[0].encoder_attn.k_proj.weight)
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [("--el-encoder-batch", "0"), ("--decoder-kv-heads", "0"), ("--el-memory-budget", "-1")],
+)
+def test_bad_option_values_are_refused_by_name(trained_transformer, option, value):
+    with pytest.raises(ValueError, match=f"{option} must be at least"):
+        el_twin(trained_transformer, option, value)
