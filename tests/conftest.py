@@ -1,14 +1,35 @@
-"""Session fixtures: a tiny Transformer trained for seconds, so hypotheses are not degenerate."""
+"""Test tiers by folder, and session fixtures (a tiny Transformer trained for seconds, so
+hypotheses are not degenerate).
+
+Tiers: ``module`` (attention modules against stock), ``model`` (decoders and generators),
+``convert`` (checkpoints), ``tools`` (benchmark, recipes), ``e2e`` (the console scripts and
+fairseq's CLIs end to end). Each test is marked with its folder's tier; every ``e2e`` test and
+each test that runs a real CLI elsewhere is also ``slow``: ``pytest -m "not slow"`` is the inner
+loop.
+"""
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from fairseq_el.random_models import build_translation_model, make_dictionary, tiny_args
+from fairseq_el.testing import build_translation_model, make_dictionary, tiny_args
 
 from helpers import make_batch
 
 # Tiny models: one thread is faster than two (no OpenMP hand-offs) and steadier on a busy machine.
 torch.set_num_threads(1)
+
+TIERS = ("module", "model", "convert", "tools", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        if tier == "e2e":
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from fairseq.data import Dictionary, LanguagePairDataset
 from fairseq.models import FairseqModel
 from fairseq.tasks.translation import TranslationTask
 
-from fairseq_el.random_models import build_translation_model, make_dictionary, tiny_args
+from fairseq_el.testing import build_translation_model, make_dictionary, tiny_args
 
 SCORE_TOL = 1e-4
 

@@ -16,8 +16,8 @@ from fairseq.data import Dictionary
 from fairseq.sequence_generator import SequenceGenerator
 
 from fairseq_el import USER_DIR
-from fairseq_el.convert.cli import cli_main
-from fairseq_el.convert.common import ConversionError, import_transformers
+from fairseq_el.convert.cli import convert_hf_main as cli_main
+from fairseq_el.convert.hf_common import ConversionError, import_transformers
 
 try:
     transformers = import_transformers()
@@ -238,6 +238,7 @@ def test_cli_checkpoint_loads_in_fairseq(kind, tmp_path, capsys):
     assert (fs_logits - hf_logits).abs().max() < TOL
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 @pytest.mark.parametrize("kind", ["gpt2", "bart"])
 def test_fairseq_interactive_generates_hf_greedy_tokens(kind, tmp_path):
     """What a user runs: fairseq-interactive on the converted folder (input as dict symbols)."""

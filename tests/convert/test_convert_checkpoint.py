@@ -6,11 +6,12 @@ import os
 import pytest
 import torch
 
-from fairseq_el.cli.convert_checkpoint import cli_main
-from fairseq_el.convert.common import ConversionError
-from fairseq_el.convert.el_checkpoint import convert_checkpoint, get_arch, load_checkpoint
-from fairseq_el.random_models import build_translation_model, save_checkpoint, tiny_args
-from fairseq_el.verify import build_from_state
+from fairseq_el.convert.checkpoint import checkpoint_arch, load_checkpoint, save_checkpoint
+from fairseq_el.convert.cli import convert_main as cli_main
+from fairseq_el.convert.el_checkpoint import convert_checkpoint
+from fairseq_el.convert.hf_common import ConversionError
+from fairseq_el.convert.verify import build_from_state
+from fairseq_el.testing import build_translation_model, tiny_args
 
 from helpers import make_dictionary
 
@@ -33,7 +34,7 @@ def test_round_trip_keeps_weights_and_restores_arch(stock_checkpoint, tmp_path):
     assert (old, new) == (arch, "el_" + arch) and diff <= 1e-4
     assert convert_checkpoint(str(el_path), str(back_path), to="stock")[1] == arch
     original, el, back = (load_checkpoint(str(p)) for p in (path, el_path, back_path))
-    assert get_arch(el) == "el_" + arch and get_arch(back) == arch
+    assert checkpoint_arch(el) == "el_" + arch and checkpoint_arch(back) == arch
     for state in (el, back):
         assert state["model"].keys() == original["model"].keys()
         assert all(torch.equal(state["model"][k], v) for k, v in original["model"].items())
@@ -93,7 +94,7 @@ def test_stock_target_of_a_stock_checkpoint_is_refused(stock_checkpoint, tmp_pat
 
 
 def test_verification_catches_a_model_that_computes_something_else(stock_checkpoint, tmp_path):
-    from fairseq_el.verify import compare_decoders
+    from fairseq_el.convert.verify import compare_decoders
 
     path, _ = stock_checkpoint
     state = load_checkpoint(str(path))
@@ -116,7 +117,7 @@ def test_kv_heads_option_averages_heads_into_a_grouped_el_checkpoint(tmp_path, c
         )
     assert "averaged to 2" in capsys.readouterr().out
     state = load_checkpoint(str(tmp_path / "gqa.pt"))
-    assert state["args"].decoder_kv_heads == 2 and get_arch(state) == "el_transformer"
+    assert state["args"].decoder_kv_heads == 2 and checkpoint_arch(state) == "el_transformer"
     assert state["model"]["decoder.layers.0.self_attn.k_proj.weight"].shape == (8, 16)
     assert build_from_state(state).decoder.layers[0].self_attn.kv_heads == 2
     with pytest.raises(ConversionError, match="with --to el"):

@@ -4,8 +4,8 @@ import pytest
 import torch
 from fairseq.sequence_generator import EnsembleModel
 
-from fairseq_el.encoder import ROW_SENTENCE
-from fairseq_el.random_models import build_translation_model
+from fairseq_el.models.encoder import ROW_SENTENCE
+from fairseq_el.testing import build_translation_model
 
 from helpers import (
     assert_hypos_equal,

@@ -17,10 +17,11 @@ import pytest
 from fairseq.data import Dictionary, data_utils, indexed_dataset
 
 import fairseq_el
-from fairseq_el.random_models import build_translation_model, save_checkpoint, tiny_args
+from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.testing import build_translation_model, tiny_args
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "data" / "cnndm_fastseq_bin"
+DATA = DATA_DIR / "cnndm_fastseq_bin"
 GENERATE = str(Path(sys.executable).parent / "fairseq-generate")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

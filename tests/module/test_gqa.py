@@ -12,8 +12,8 @@ import torch
 from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
-from fairseq_el.gqa_attention import GroupedQueryAttention
-from fairseq_el.gqa_convert import average_kv_heads, repeat_kv_heads
+from fairseq_el.attention.grouped import GroupedQueryAttention
+from fairseq_el.convert.kv_heads import average_kv_heads, repeat_kv_heads
 
 EMBED, HEADS, HEAD_DIM, ENC_DIM = 16, 4, 4, 12
 TOL = 1e-5

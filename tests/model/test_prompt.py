@@ -4,8 +4,8 @@ import pytest
 import torch
 from fairseq import options
 
-from fairseq_el.prompt import ELLanguageModelingTask, PromptSequenceGenerator
-from fairseq_el.random_models import build_language_model, make_dictionary, tiny_lm_args
+from fairseq_el.tasks.el_language_modeling import ELLanguageModelingTask, PromptSequenceGenerator
+from fairseq_el.testing import build_language_model, make_dictionary, tiny_lm_args
 
 from helpers import assert_hypos_equal
 

@@ -6,7 +6,6 @@ fairseq's beam search on that twin is the reference for the grouped model's beam
 """
 
 import re
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
@@ -18,14 +17,16 @@ from fairseq_cli import preprocess
 from fairseq_cli import train as fairseq_train
 
 from fairseq_el import USER_DIR
-from fairseq_el.gqa_convert import average_kv_heads, repeat_kv_heads
-from fairseq_el.random_models import build_translation_model, save_checkpoint
+from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.convert.kv_heads import average_kv_heads, repeat_kv_heads
+from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.testing import build_translation_model
 
 from helpers import assert_hypos_equal, generate, make_batch, make_dictionary, tiny_args
 
 HEADS, DIM = 4, 16
 TOL = 1e-5
-QG_DATA = Path(USER_DIR).parent / "data" / "squad_qg_du2017"
+QG_DATA = DATA_DIR / "squad_qg_du2017"
 BEAM = ["--beam", "4", "--max-len-a", "0", "--max-len-b", "8"]
 
 

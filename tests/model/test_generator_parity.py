@@ -6,7 +6,7 @@ differ in length.
 
 import pytest
 
-from fairseq_el.random_models import build_translation_model
+from fairseq_el.testing import build_translation_model
 
 from helpers import (
     assert_hypos_equal,

@@ -5,11 +5,11 @@ import json
 import pytest
 from fairseq.data import Dictionary
 
-from fairseq_el.random_models import build_translation_model, save_checkpoint, tiny_args
-from fairseq_el.recipes import compare, prepare, runner, sources
-from fairseq_el.recipes.cli import run_task
+from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.recipes import cli, compare, prepare, runner, sources
 from fairseq_el.recipes.config import load_config
 from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR
+from fairseq_el.testing import build_translation_model, tiny_args
 
 TASK_SAMPLES = {
     "xsum": lambda: sources.read_xsum_jsonl(DATA_DIR / "xsum_hf_fixture/sample.json")[:3],
@@ -41,7 +41,7 @@ def test_stock_and_el_agree(task, checkpoint, tmp_path):
     prepare.prepare({"test": TASK_SAMPLES[task]()}, data, config.max_source_positions, 128)
     if task == "cnndm":  # through the command line, as a user runs it
         with pytest.raises(SystemExit) as exit_:
-            run_task.cli_main(
+            cli.run_task_main(
                 ["--config", task, "--checkpoint", str(checkpoint), "--data", str(data),
                  "--compare", "--threads", "1", "--out", str(tmp_path)]
             )  # fmt: skip

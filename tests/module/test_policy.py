@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from fairseq_el import policy as policy_module
-from fairseq_el.policy import ELPolicy, Hardware, step_seconds
-from fairseq_el.random_models import build_translation_model
+from fairseq_el.attention import policy as policy_module
+from fairseq_el.attention.policy import ELPolicy, Hardware, step_seconds
+from fairseq_el.testing import build_translation_model
 
 from helpers import assert_hypos_equal, generate, make_batch, tiny_args
 

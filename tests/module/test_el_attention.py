@@ -6,7 +6,7 @@ import pytest
 import torch
 from fairseq.modules import MultiheadAttention
 
-from fairseq_el.el_attention import ELMultiheadAttention
+from fairseq_el.attention.cross import ELMultiheadAttention
 
 TOL = 1e-5
 

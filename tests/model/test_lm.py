@@ -17,17 +17,17 @@ from fairseq.data import Dictionary
 from test_cli import assert_same_output
 
 import fairseq_el
+from fairseq_el.attention.self_attention import ELSelfAttention
+from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.convert.el_checkpoint import convert_checkpoint
-from fairseq_el.el_self_attention import ELSelfAttention
-from fairseq_el.random_models import (
+from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.testing import (
     build_language_model,
     make_dictionary,
-    save_checkpoint,
     tiny_lm_args,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-TEXT = REPO / "data" / "xsum_pyrxsum" / "references.txt"
+TEXT = DATA_DIR / "xsum_pyrxsum" / "references.txt"
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ARCH = "transformer_lm_gpt2_tiny"
@@ -151,6 +151,7 @@ def lm_generate(data: Path, checkpoint: Path, *options: str) -> str:
         ("random", "greedy"),
     ],
 )
+@pytest.mark.slow  # runs the real CLI in a subprocess
 def test_fairseq_generate_language_modeling(data, checkpoints, model, search):
     stock = lm_generate(data, checkpoints[model]["stock"], *SEARCH[search])
     el = lm_generate(data, checkpoints[model]["el"], *SEARCH[search])
@@ -184,6 +185,7 @@ def test_el_lm_builds_like_stock_from_the_same_seed():
         assert all(torch.equal(el_state[k], v) for k, v in stock.state_dict().items())
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 @pytest.mark.parametrize("search", ["beam", "sampling"])
 def test_fairseq_generate_prompt_in_one_pass(data, checkpoints, search):
     """--task el_language_modeling (prompt in one pass) == stock --task language_modeling."""
@@ -194,6 +196,7 @@ def test_fairseq_generate_prompt_in_one_pass(data, checkpoints, search):
     print(f"prompt in one pass, {search}: {assert_same_output(stock, one_pass)} lines identical")
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 def test_fairseq_generate_prefix_size(data, checkpoints):
     """--prefix-size N: the first N tokens of each line are the prompt, the rest is generated."""
     options = ("--prefix-size", "3", "--beam", "4")
@@ -202,6 +205,7 @@ def test_fairseq_generate_prefix_size(data, checkpoints):
     print(f"--prefix-size 3: {assert_same_output(stock, el)} lines identical")
 
 
+@pytest.mark.slow  # runs the real CLI in a subprocess
 @pytest.mark.parametrize("task", ["language_modeling", "el_language_modeling"])
 def test_fairseq_interactive(data, checkpoints, task):
     prompts = "The government said\nA man has been\nThe\n"

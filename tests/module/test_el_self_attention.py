@@ -4,8 +4,8 @@ import pytest
 import torch
 from fairseq.modules import MultiheadAttention
 
-from fairseq_el.el_self_attention import CACHE_KEY, ELSelfAttention
-from fairseq_el.random_models import build_translation_model
+from fairseq_el.attention.self_attention import CACHE_KEY, ELSelfAttention
+from fairseq_el.testing import build_translation_model
 
 from helpers import (
     assert_hypos_equal,

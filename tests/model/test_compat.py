@@ -9,7 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from fairseq_el.compat import checkpoints, diverse_beam
-from fairseq_el.random_models import build_translation_model, save_checkpoint, tiny_args
+from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.testing import build_translation_model, tiny_args
 
 from helpers import assert_hypos_equal, generate, make_batch, make_dictionary, stock_and_el
 
