@@ -7,12 +7,12 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
 	VENV=$(VENV) bash scripts/bootstrap.sh
 	touch $@
 
 demo: setup
-	$(PY) scripts/demo.py $(DEMO_ARGS)
+	$(VENV)/bin/fairseq-el-demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -q -ra --durations=15

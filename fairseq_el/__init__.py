@@ -12,9 +12,9 @@ checkpoints.apply()
 diverse_beam.apply()
 ngram_repeat.apply()
 
-from fairseq_el import models, prompt  # noqa: E402  (registration needs the fixes above first)
+from fairseq_el import models, tasks  # noqa: E402  (registration needs the fixes above first)
 
 __version__ = "0.1.0"
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
 
-__all__ = ["USER_DIR", "models", "prompt"]
+__all__ = ["USER_DIR", "models", "tasks"]

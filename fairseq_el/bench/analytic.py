@@ -20,12 +20,12 @@ keys/values and encoder output every step. EL reads the per-sentence encoder out
 scores and weighted sum) and spends H times the attention FLOPs.
 """
 
-import argparse
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
-from fairseq_el.bench.shapes import PRESETS, SEARCHES, SHAPES
-from fairseq_el.bench.state import Dims, expected_bytes
+from fairseq_el.attention.policy import cross_attention_work, roofline_seconds
+from fairseq_el.bench.shapes import PRESETS, SHAPES
+from fairseq_el.bench.state import Dims, expected_bytes, largest_batch
 
 GB = 1e9
 LAUNCH_SECONDS = 10e-6  # per kernel, eager PyTorch on a V100-class host (order of magnitude)
@@ -85,23 +85,35 @@ class ModelSize:
     def params(self) -> int:
         per_layer = 4 * self.dim**2 + 2 * self.dim * self.ffn
         cross = 4 * self.dim**2 if self.enc_layers else 0
-        return (self.enc_layers * per_layer + self.layers * (per_layer + cross)
-                + self.vocab * self.dim)  # fmt: skip
+        return (
+            self.enc_layers * per_layer + self.layers * (per_layer + cross) + self.vocab * self.dim
+        )
 
 
 def model_size(shape_name: str) -> ModelSize:
     """Sizes of a named shape, from fairseq's own architecture defaults."""
-    from fairseq_el.bench.models import lm_args
-    from fairseq_el.random_models import translation_args
+    from fairseq_el.testing import lm_args, translation_args
 
     shape = SHAPES[shape_name]
     if shape.is_lm:
-        a = lm_args(shape.arch, shape.extra)
-        return ModelSize(0, a.decoder_layers, a.decoder_embed_dim, a.decoder_attention_heads,
-                         a.decoder_ffn_embed_dim, shape.vocab)  # fmt: skip
+        a = lm_args(shape.arch, extra=shape.extra)
+        return ModelSize(
+            0,
+            a.decoder_layers,
+            a.decoder_embed_dim,
+            a.decoder_attention_heads,
+            a.decoder_ffn_embed_dim,
+            shape.vocab,
+        )
     a = translation_args(shape.arch, extra=shape.extra)
-    return ModelSize(a.encoder_layers, a.decoder_layers, a.decoder_embed_dim,
-                     a.decoder_attention_heads, a.decoder_ffn_embed_dim, shape.vocab)  # fmt: skip
+    return ModelSize(
+        a.encoder_layers,
+        a.decoder_layers,
+        a.decoder_embed_dim,
+        a.decoder_attention_heads,
+        a.decoder_ffn_embed_dim,
+        shape.vocab,
+    )
 
 
 @dataclass(frozen=True)
@@ -119,10 +131,6 @@ class Work:
         return self.size.enc_layers == 0
 
 
-def _cost(flops: float, nbytes: float, peak: float, bandwidth: float) -> float:
-    return max(flops / peak, nbytes / bandwidth)
-
-
 def generation_seconds(
     work: Work, variant: str, batch: int, gpu: GPU, launch: float = 0.0
 ) -> float:
@@ -131,44 +139,48 @@ def generation_seconds(
     m, b, S, k = work.size, work.dtype_bytes, work.src_len, work.hyps
     C, H, L, F, V = m.dim, m.heads, m.layers, m.ffn, m.vocab
     peak = gpu.fp16_flops if b == 2 else gpu.fp32_flops
+
+    def seconds(flops: float, nbytes: float) -> float:
+        return roofline_seconds(flops, nbytes, peak, gpu.bandwidth)
+
     n = batch * k
     cost = 0.0
     if not work.lm:
         layer_w = 4 * C * C + 2 * C * m.ffn
         cost += m.enc_layers * (
-            _cost(
-                2 * batch * S * layer_w, layer_w * b + 12 * batch * S * C * b, peak, gpu.bandwidth
-            )
-            + _cost(4 * batch * S * S * C, 2 * batch * H * S * S * b, peak, gpu.bandwidth)
+            seconds(2 * batch * S * layer_w, layer_w * b + 12 * batch * S * C * b)
+            + seconds(4 * batch * S * S * C, 2 * batch * H * S * S * b)
         )
         if variant.startswith("stock"):  # K/V projections of the (expanded) encoder output
             rows = n if variant == "stock-per-beam" else batch
-            cost += L * _cost(4 * rows * S * C * C, (2 * C * C + 3 * rows * S * C) * b, peak,
-                              gpu.bandwidth)  # fmt: skip
+            cost += L * seconds(4 * rows * S * C * C, (2 * C * C + 3 * rows * S * C) * b)
     dense_w = L * ((8 if not work.lm else 4) * C * C + 2 * C * F) + C * V
     last = work.steps + 1 + (S if work.lm else 0)  # an LM decodes its prompt step by step too
     cost += last * launch * (KERNELS_PER_LAYER * L + KERNELS_PER_STEP)
     for t in range(1, last + 1):  # t: cached positions at this step
-        cost += _cost(2 * n * dense_w, dense_w * b + 2 * n * V * b, peak, gpu.bandwidth)
-        cost += L * _cost(4 * n * H * t * 2, 4 * n * H * t * b, peak, gpu.bandwidth)  # probs
+        cost += seconds(2 * n * dense_w, dense_w * b + 2 * n * V * b)
+        cost += L * seconds(4 * n * H * t * 2, 4 * n * H * t * b)  # probs
         if variant == "el-sa":
-            cost += L * _cost(4 * n * H * t * C + 4 * n * C * C, 6 * n * t * C * b + 2 * C * C * b,
-                              peak, gpu.bandwidth)  # fmt: skip
+            cost += L * seconds(
+                4 * n * H * t * C + 4 * n * C * C, 6 * n * t * C * b + 2 * C * C * b
+            )
         else:
             reorder = 4 if k > 1 else 0
-            cost += L * _cost(4 * n * t * C, (2 + 4 + reorder) * n * t * C * b, peak, gpu.bandwidth)
+            cost += L * seconds(4 * n * t * C, (2 + 4 + reorder) * n * t * C * b)
         if work.lm:
             continue
-        cost += L * _cost(4 * n * H * S * 2, 4 * n * H * S * b, peak, gpu.bandwidth)  # probs
-        if variant == "stock-per-beam":
+        cost += L * seconds(4 * n * H * S * 2, 4 * n * H * S * b)  # probs
+        if variant == "stock-per-beam":  # keys/values per hypothesis, reordered every step
             reorder = 4 if k > 1 else 0
-            cost += L * _cost(4 * n * S * C, (2 + reorder) * n * S * C * b, peak, gpu.bandwidth)
-            cost += _cost(0, (4 * n * S * C * b) if k > 1 else 0, peak, gpu.bandwidth)
+            flops, nbytes = cross_attention_work(n, n, S, C, C, H, b)["cached"]
+            cost += L * seconds(flops, nbytes + reorder * n * S * C * b)
+            cost += seconds(0, (4 * n * S * C * b) if k > 1 else 0)
         elif variant == "stock-per-sentence":
-            cost += L * _cost(4 * n * S * C, 2 * batch * S * C * b, peak, gpu.bandwidth)
-        else:  # EL: H times the FLOPs, one shared (S, C) memory per sentence, expanded queries
-            flops = 4 * n * H * S * C + 4 * n * C * C
-            cost += L * _cost(flops, 2 * batch * S * C * b + 2 * C * C * b, peak, gpu.bandwidth)
+            flops, nbytes = cross_attention_work(n, batch, S, C, C, H, b)["cached"]
+            cost += L * seconds(flops, nbytes)
+        else:  # EL, plus reading the key/value weights that expand the queries
+            flops, nbytes = cross_attention_work(n, batch, S, C, C, H, b)["el"]
+            cost += L * seconds(flops, nbytes + 2 * C * C * b)
     return cost
 
 
@@ -187,26 +199,27 @@ def memory_bytes(work: Work, variant: str, batch: int) -> float:
     return m.params * work.dtype_bytes + state + transient
 
 
-def largest_batch(work: Work, variant: str, gpu: GPU, headroom: float = 0.9) -> int:
-    """Largest batch whose memory fits ``headroom`` of the GPU (bisection; 0 if none)."""
-    lo, hi = 0, 1 << 16
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if memory_bytes(work, variant, mid) <= headroom * gpu.memory:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+def fitting_batch(work: Work, variant: str, gpu: GPU, headroom: float = 0.9) -> int:
+    """Largest batch whose memory fits ``headroom`` of the GPU (0 if none)."""
+    return largest_batch(
+        lambda batch: memory_bytes(work, variant, batch) <= headroom * gpu.memory, 1 << 16
+    )
 
 
-def predict(setting: str, search: str, gpu: GPU, dtype_bytes: int, variants: Sequence[str],
-            launch: float = 0.0) -> Dict[str, Dict[str, float]]:  # fmt: skip
+def predict(
+    setting: str,
+    search: str,
+    gpu: GPU,
+    dtype_bytes: int,
+    variants: Sequence[str],
+    launch: float = 0.0,
+) -> Dict[str, Dict[str, float]]:
     preset = PRESETS[setting]
     hyps = 1 if search == "greedy" else preset.beam
     work = Work(model_size(preset.shape), preset.src_len, hyps, preset.steps, dtype_bytes)
     out = {}
     for variant in variants:
-        batch = largest_batch(work, variant, gpu)
+        batch = fitting_batch(work, variant, gpu)
         seconds = generation_seconds(work, variant, batch, gpu, launch) if batch else float("inf")
         out[variant] = {"batch": batch, "samples_per_s": batch / seconds if batch else 0.0}
     return out
@@ -251,20 +264,3 @@ def table(gpus: Sequence[str], searches: Sequence[str] = ("beam", "diverse", "gr
                         f"| {beam[1]} | {sent[0]} | {sent[1]} | {sa:.1f}x | {quoted} |"
                     )
     return "\n".join(lines)
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Roofline EL speed-ups on GPUs vs the paper")
-    parser.add_argument("--gpus", nargs="+", default=list(GPUS), choices=sorted(GPUS))
-    parser.add_argument("--search", nargs="+", default=["beam", "diverse", "greedy"],
-                        choices=sorted(SEARCHES))  # fmt: skip
-    args = parser.parse_args(argv)
-    for name in args.gpus:
-        g = GPUS[name]
-        print(f"{g.name}: fp16 {g.fp16_flops / 1e12:g} TFLOP/s, fp32 {g.fp32_flops / 1e12:g} "
-              f"TFLOP/s, {g.bandwidth / 1e9:g} GB/s, {g.memory / GB:g} GB")  # fmt: skip
-    print(table(args.gpus, args.search))
-
-
-if __name__ == "__main__":
-    main()

@@ -307,5 +307,55 @@ def cli_main() -> None:
     main()
 
 
-if __name__ == "__main__":
-    cli_main()
+def report_main(argv: Optional[Sequence[str]] = None) -> None:
+    """Re-table runs from a JSON lines file, e.g. runs of one shape made by separate commands;
+    "identical" is then recomputed against the reference's token digest."""
+    p = argparse.ArgumentParser(
+        prog="fairseq-el-bench-report",
+        description="Table and ratios of benchmark runs in a JSON lines file",
+    )
+    p.add_argument("results", help="JSON lines written by fairseq-el-benchmark --out")
+    p.add_argument("--shape", required=True)
+    p.add_argument("--src-len", type=int, required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--reference", default="stock-per-sentence")
+    args = p.parse_args(argv)
+    rows = []
+    with open(args.results, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            c = r.get("config", {})
+            if r.get("kind") == "run" and (c.get("shape"), c.get("src_len"), c.get("batch")) == (
+                args.shape,
+                args.src_len,
+                args.batch,
+            ):
+                options = c.get("model_options") or []
+                r["variant"] += f" ({' '.join(options)})" if options else ""
+                rows.append(r)
+    if not rows:
+        raise SystemExit("no matching runs")
+    ref = next((r for r in rows if r["variant"] == args.reference), rows[0])
+    for r in rows:  # runs of separate commands: compare their tokens through the digests
+        r["identical"] = r["tokens_sha1"] == ref["tokens_sha1"]
+    print(run_table(rows))
+    for line in ratio_lines(rows, args.reference):
+        print(line)
+
+
+def roofline_main(argv: Optional[List[str]] = None) -> None:
+    """The roofline model of EL speed-ups on GPUs beside the paper's V100 figures."""
+    from fairseq_el.bench.analytic import GB, GPUS, SEARCHES, table
+
+    parser = argparse.ArgumentParser(
+        prog="fairseq-el-roofline", description="Roofline EL speed-ups on GPUs vs the paper"
+    )
+    parser.add_argument("--gpus", nargs="+", default=list(GPUS), choices=sorted(GPUS))
+    parser.add_argument("--search", nargs="+", default=["beam", "diverse", "greedy"],
+                        choices=sorted(SEARCHES))  # fmt: skip
+    args = parser.parse_args(argv)
+    for name in args.gpus:
+        g = GPUS[name]
+        print(f"{g.name}: fp16 {g.fp16_flops / 1e12:g} TFLOP/s, fp32 {g.fp32_flops / 1e12:g} "
+              f"TFLOP/s, {g.bandwidth / 1e9:g} GB/s, {g.memory / GB:g} GB")  # fmt: skip
+    print(table(args.gpus, args.search))

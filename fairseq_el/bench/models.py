@@ -18,15 +18,15 @@ import types
 from typing import Dict, Sequence, Tuple
 
 import torch
-from fairseq import options, tasks
-from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+from fairseq import tasks
 from fairseq.models.bart import BARTModel
 from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq.tasks.translation import TranslationTask
 
 import fairseq_el  # noqa: F401  (registers the EL architectures)
 from fairseq_el.bench.shapes import SHAPES, Config
-from fairseq_el.random_models import make_dictionary, translation_args
+from fairseq_el.models.architectures import el_arch, stock_arch
+from fairseq_el.testing import lm_args, make_dictionary, translation_args
 
 VARIANTS = ("stock-per-beam", "stock-per-sentence", "el", "el-sa")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -49,19 +49,10 @@ def parse_model_options(items: Sequence[str]) -> Dict[str, object]:
 
 
 def variant_arch(arch: str, variant: str) -> str:
+    """The architecture ``variant`` runs for a model of ``arch`` (stock or EL)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-    if not variant.startswith("el"):
-        return arch
-    if "el_" + arch not in ARCH_MODEL_NAME_REGISTRY:
-        raise ValueError(f"no EL architecture el_{arch} registered (is it implemented yet?)")
-    return "el_" + arch
-
-
-def lm_args(arch: str, extra: Sequence[str] = ()) -> argparse.Namespace:
-    parser = options.get_training_parser(default_task="language_modeling")
-    argv = ["<none>", "--task", "language_modeling", "--arch", arch, *extra]
-    return options.parse_args_and_arch(parser, argv)
+    return el_arch(arch) if variant.startswith("el") else stock_arch(arch)
 
 
 def _random_model(config: Config, variant: str) -> Tuple[torch.nn.Module, object]:
@@ -69,7 +60,7 @@ def _random_model(config: Config, variant: str) -> Tuple[torch.nn.Module, object
     arch = variant_arch(shape.arch, variant)
     dictionary = make_dictionary(shape.vocab - 4)  # 4 specials: len == vocab
     if shape.is_lm:
-        args = lm_args(arch, shape.extra)
+        args = lm_args(arch, extra=shape.extra)
         task = LanguageModelingTask(args, dictionary, dictionary)
     else:
         args = translation_args(arch, extra=shape.extra)
@@ -82,14 +73,12 @@ def _random_model(config: Config, variant: str) -> Tuple[torch.nn.Module, object
 
 
 def _checkpoint_model(config: Config, variant: str) -> Tuple[torch.nn.Module, object]:
-    from fairseq_el.convert.el_checkpoint import get_arch, load_checkpoint, with_arch
+    from fairseq_el.convert.checkpoint import checkpoint_arch, load_checkpoint, with_arch
 
     state = load_checkpoint(config.checkpoint)
     if state.get("args") is None:
         raise ValueError(f"{config.checkpoint}: only checkpoints with 'args' are supported here")
-    arch = get_arch(state)
-    stock = arch[3:] if arch.startswith("el_") else arch
-    args = with_arch(state, variant_arch(stock, variant))["args"]
+    args = with_arch(state, variant_arch(checkpoint_arch(state), variant))["args"]
     _apply_options(args, config, variant)
     task = tasks.setup_task(args)
     model = task.build_model(args)

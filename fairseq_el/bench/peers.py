@@ -27,7 +27,7 @@ from fairseq_el.bench.models import DTYPES, synthetic_sample
 from fairseq_el.bench.runner import memory_now_and_peak, memory_reset
 from fairseq_el.bench.shapes import SHAPES, Config
 from fairseq_el.bench.worker import run_in_subprocess
-from fairseq_el.convert.common import import_transformers
+from fairseq_el.convert.hf_common import import_transformers
 
 PEERS = ("hf", "ct2")
 FAIRSEQ_ROWS = ("stock-per-sentence", "el")
@@ -68,7 +68,7 @@ class _Vocabulary:
 def prepare(config: Config, folder: str) -> Dict[str, str]:
     """HF model folder, fairseq checkpoint and CTranslate2 model of one seeded random BART."""
     from fairseq_el.convert.hf_bart import convert_bart
-    from fairseq_el.random_models import make_dictionary
+    from fairseq_el.testing import make_dictionary
 
     torch.manual_seed(config.seed)
     bart = import_transformers().BartForConditionalGeneration

@@ -8,7 +8,7 @@ be built with seeded random weights (nothing downloaded). Presets are the paper'
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Sequence, Tuple
 
-from fairseq_el.random_models import tiny_args
+from fairseq_el.testing import tiny_args
 
 TINY_LM = (
     "--decoder-layers",

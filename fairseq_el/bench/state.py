@@ -12,7 +12,7 @@ fairseq 0.12's code, checked against the measurement by the tests.
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import torch
 from torch import nn
@@ -65,7 +65,11 @@ def decoding_state(
 
 
 class StateMeter:
-    """Wraps an ``EnsembleModel.forward_decoder`` and keeps the largest state seen after a step."""
+    """Wraps an ``EnsembleModel.forward_decoder`` and weighs the decoding state after each step.
+
+    ``peak``: the parts of the largest state seen (distinct storages, capacity included).
+    ``per_token``: per step, the incremental-state bytes / (hypotheses x positions decoded).
+    """
 
     def __init__(self, ensemble: nn.Module):
         self.kinds: Dict[str, str] = {}
@@ -73,6 +77,7 @@ class StateMeter:
             self.kinds.update(attention_kinds(model))
         self.peak: Dict[str, int] = dict.fromkeys((*PARTS, "total"), 0)
         self.steps = 0
+        self.per_token: List[float] = []
         self._forward = ensemble.forward_decoder
         ensemble.forward_decoder = self
 
@@ -80,9 +85,24 @@ class StateMeter:
         out = self._forward(tokens, encoder_outs, incremental_states, temperature)
         parts = decoding_state(self.kinds, encoder_outs, incremental_states)
         self.steps += 1
+        rows, positions = tokens.shape  # (hypotheses, positions decoded)
+        self.per_token.append((parts["total"] - parts["encoder_out"]) / (rows * positions))
         if parts["total"] >= self.peak["total"]:
             self.peak = parts
         return out
+
+
+def largest_batch(fits: Callable[[int], bool], limit: int = 1 << 24) -> int:
+    """The largest batch in [0, limit] for which ``fits`` holds, by bisection; ``fits`` must be
+    monotone (true up to some batch, false after it). 0 if even batch 1 does not fit."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 @dataclass(frozen=True)
@@ -107,15 +127,8 @@ class LinearState:
         return self.per_sentence * batch + self.fixed
 
     def largest_batch(self, budget_bytes: int, limit: int = 1 << 24) -> int:
-        """The largest batch whose state fits ``budget_bytes``, by bisection (0 if none)."""
-        lo, hi = 0, limit
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.at(mid) <= budget_bytes:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        """The largest batch whose state fits ``budget_bytes`` (0 if none)."""
+        return largest_batch(lambda batch: self.at(batch) <= budget_bytes, limit)
 
 
 @dataclass(frozen=True)

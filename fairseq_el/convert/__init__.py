@@ -1,8 +1,6 @@
-"""Converters from Hugging Face checkpoints to fairseq checkpoints (``pip install fairseq-el[hf]``).
+"""Checkpoints: safe reading, stock <-> EL, verification, key/value-head averaging, and
+Hugging Face GPT-2/BART converters (``transformers`` is imported only when one runs)."""
 
-``transformers`` is an optional extra: nothing here imports it until a conversion runs.
-"""
-
-from fairseq_el.convert.common import ConversionError
+from fairseq_el.convert.checkpoint import ConversionError
 
 __all__ = ["ConversionError"]

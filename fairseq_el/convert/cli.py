@@ -1,22 +1,28 @@
-"""``fairseq-el-convert-hf``: a Hugging Face ``save_pretrained`` folder -> fairseq checkpoint.
+"""Console scripts of the converters.
 
-Writes ``model.pt`` (loadable by ``fairseq.checkpoint_utils.load_model_ensemble_and_task``,
-``fairseq-generate`` and ``fairseq-interactive``) and the dictionaries next to it.
+fairseq-el-convert checkpoint_best.pt checkpoint_el.pt            # stock -> EL, verified
+fairseq-el-convert checkpoint_el.pt checkpoint_stock.pt --to stock
+fairseq-el-convert-hf --hf-dir gpt2 --out-dir gpt2-fs             # Hugging Face -> fairseq
+
+``fairseq-el-convert-hf`` writes ``model.pt`` (loadable by
+``fairseq.checkpoint_utils.load_model_ensemble_and_task``, ``fairseq-generate`` and
+``fairseq-interactive``) and the dictionaries next to it.
 """
 
 import argparse
+import logging
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from fairseq_el.convert.common import (
-    ConversionError,
+from fairseq_el.convert.checkpoint import ConversionError
+from fairseq_el.convert.hf_bart import convert_bart
+from fairseq_el.convert.hf_common import (
     Converted,
     hf_model_type,
     import_transformers,
     read_dict,
     refuse,
 )
-from fairseq_el.convert.hf_bart import convert_bart
 from fairseq_el.convert.hf_gpt2 import convert_gpt2
 
 # model_type in config.json -> (transformers class, converter)
@@ -38,7 +44,7 @@ def convert_dir(hf_dir: str, dict_path: Optional[str] = None) -> Converted:
     return convert(hf_model.eval(), dictionary)
 
 
-def get_parser() -> argparse.ArgumentParser:
+def convert_hf_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fairseq-el-convert-hf",
         description="Convert a Hugging Face GPT-2 or BART folder to a fairseq checkpoint.",
@@ -53,8 +59,8 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cli_main(argv: Optional[List[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
+def convert_hf_main(argv: Optional[List[str]] = None) -> None:
+    args = convert_hf_parser().parse_args(argv)
     try:
         converted = convert_dir(args.hf_dir, args.dict)
     except ConversionError as err:
@@ -64,5 +70,51 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
         print(line)
 
 
-if __name__ == "__main__":
-    cli_main()
+def convert_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fairseq-el-convert",
+        description="Convert a stock fairseq checkpoint into an EL one, or back.",
+    )
+    parser.add_argument("src", help="fairseq checkpoint to read")
+    parser.add_argument("dst", help="checkpoint to write")
+    parser.add_argument(
+        "--to",
+        choices=["el", "stock"],
+        default="el",
+        help="target: EL architecture (default) or back to the stock one",
+    )
+    parser.add_argument(
+        "--kv-heads",
+        type=int,
+        metavar="N",
+        help="grouped-query (N > 1) or multi-query (N = 1) decoder attention by averaging the "
+        "key/value heads of each group: outputs change, the model needs uptraining",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip building both models and comparing their decoders",
+    )
+    return parser
+
+
+def convert_main(argv: Optional[List[str]] = None) -> int:
+    args = convert_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import fairseq_el  # noqa: F401  (registers the EL architectures, allow-lists checkpoints)
+    from fairseq_el.convert.el_checkpoint import convert_checkpoint
+
+    try:
+        arch, new_arch, diff = convert_checkpoint(
+            args.src, args.dst, args.to, not args.no_verify, args.kv_heads
+        )
+    except ConversionError as err:
+        print(f"fairseq-el-convert: {err}", file=sys.stderr)
+        return 2
+    if args.kv_heads is not None:
+        done = f"key/value heads averaged to {args.kv_heads} per layer: uptrain before use"
+    else:
+        check = "not verified" if diff is None else f"verified: max log-prob diff {diff:.2e}"
+        done = f"weights unchanged; {check}"
+    print(f"{args.src} ({arch}) -> {args.dst} ({new_arch}); {done}")
+    return 0

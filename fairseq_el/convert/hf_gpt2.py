@@ -22,7 +22,7 @@ from fairseq import options
 from fairseq.data import Dictionary
 from fairseq.tasks.language_modeling import LanguageModelingTask
 
-from fairseq_el.convert.common import (
+from fairseq_el.convert.hf_common import (
     ConversionError,
     Converted,
     KeyMap,
@@ -113,18 +113,18 @@ def check_gpt2_config(config: Any) -> None:
         raise refuse("eos_token_id", eos, "GPT-2's <|endoftext|> id is needed for fairseq's </s>")
 
 
-def stock_arch(dims: Tuple[int, int, int, int]) -> Optional[str]:
+def arch_for_dims(dims: Tuple[int, int, int, int]) -> Optional[str]:
     """fairseq's stock transformer_lm architecture of these (dim, layers, heads, ffn), if any."""
     return STOCK_ARCHS.get(dims)
 
 
-def lm_args(config: Any, data: str = "<none>") -> Any:
+def fairseq_lm_args(config: Any, data: str = "<none>") -> Any:
     """fairseq ``transformer_lm`` training arguments for ``config``, through fairseq's parser."""
     ffn = config.n_inner if config.n_inner is not None else 4 * config.n_embd
     dims = (config.n_embd, config.n_layer, config.n_head, ffn)
     # Every size is passed explicitly; the arch only picks fairseq's defaults for the rest
     # (the bare "transformer_lm" name does not get its arguments from fairseq's parser).
-    arch = stock_arch(dims) or "transformer_lm_gpt"
+    arch = arch_for_dims(dims) or "transformer_lm_gpt"
     argv = [
         data, "--task", "language_modeling", "--arch", arch,
         "--decoder-embed-dim", str(config.n_embd), "--decoder-input-dim", str(config.n_embd),
@@ -231,7 +231,7 @@ def convert_gpt2(hf_model: Any, dictionary: Optional[Dictionary] = None) -> Conv
         "decoder.embed_positions.weight": ("transformer.wpe.weight", positions),
         **FINAL_KEYS,
     }
-    args = lm_args(config)
+    args = fairseq_lm_args(config)
     task = LanguageModelingTask(args, dictionary, output_dictionary=dictionary)
     model = task.build_model(args).eval()
     keys = map_state(model, hf_state, expand(LAYER_KEYS, config.n_layer, key_map))
@@ -240,7 +240,7 @@ def convert_gpt2(hf_model: Any, dictionary: Optional[Dictionary] = None) -> Conv
             args.decoder_ffn_embed_dim)  # fmt: skip
     summary = [
         f"GPT-2 -> fairseq transformer_lm (--arch {args.arch}; closest stock arch: "
-        f"{stock_arch(dims) or 'none, dims differ'})",
+        f"{arch_for_dims(dims) or 'none, dims differ'})",
         f"dims: embed {dims[0]}, layers {dims[1]}, heads {dims[2]}, ffn {dims[3]}, "
         f"max positions {args.max_target_positions}, activation {args.activation_fn}",
         f"{len(keys)} fairseq tensors from {len(hf_state)} Hugging Face tensors",

@@ -1,4 +1,7 @@
-"""One ``el_<arch>`` for every stock architecture, calling the stock architecture function."""
+"""One ``el_<arch>`` for every stock architecture, and the only code that spells the prefix.
+
+Every other module maps names through :func:`el_arch`, :func:`stock_arch` and :func:`is_el_arch`.
+"""
 
 from typing import List
 
@@ -11,24 +14,43 @@ from fairseq.models import (
 EL_PREFIX = "el_"
 
 
+class ArchitectureError(ValueError):
+    """An architecture name without the asked-for stock or EL counterpart."""
+
+
 def register_el_architectures(stock_model: str, el_model: str) -> List[str]:
     """Register ``el_<arch>`` on ``el_model`` for each architecture of ``stock_model``."""
     registered = []
     for arch, model_name in list(ARCH_MODEL_NAME_REGISTRY.items()):
         if model_name != stock_model:
             continue
-        el_arch = EL_PREFIX + arch
-        if el_arch not in ARCH_MODEL_NAME_REGISTRY:
-            register_model_architecture(el_model, el_arch)(ARCH_CONFIG_REGISTRY[arch])
-        registered.append(el_arch)
+        name = EL_PREFIX + arch
+        if name not in ARCH_MODEL_NAME_REGISTRY:
+            register_model_architecture(el_model, name)(ARCH_CONFIG_REGISTRY[arch])
+        registered.append(name)
     return registered
 
 
-def stock_arch(el_arch: str) -> str:
-    """``el_bart_large`` -> ``bart_large``; raises on a name that is not an EL architecture."""
-    if (
-        not el_arch.startswith(EL_PREFIX)
-        or el_arch[len(EL_PREFIX) :] not in ARCH_MODEL_NAME_REGISTRY
-    ):
-        raise KeyError(f"not an EL architecture: {el_arch!r}")
-    return el_arch[len(EL_PREFIX) :]
+def is_el_arch(arch: str) -> bool:
+    """Whether ``arch`` is a registered EL architecture."""
+    return arch.startswith(EL_PREFIX) and arch[len(EL_PREFIX) :] in ARCH_MODEL_NAME_REGISTRY
+
+
+def el_arch(arch: str) -> str:
+    """``bart_large`` -> ``el_bart_large``; an EL architecture is returned as it is.
+
+    Raises :class:`ArchitectureError` when no EL variant is registered.
+    """
+    if is_el_arch(arch):
+        return arch
+    if EL_PREFIX + arch not in ARCH_MODEL_NAME_REGISTRY:
+        known = sorted(a for a in ARCH_MODEL_NAME_REGISTRY if is_el_arch(a))
+        raise ArchitectureError(
+            f"no EL variant of architecture {arch!r}; known EL architectures: {known}"
+        )
+    return EL_PREFIX + arch
+
+
+def stock_arch(arch: str) -> str:
+    """``el_bart_large`` -> ``bart_large``; a stock architecture is returned as it is."""
+    return arch[len(EL_PREFIX) :] if is_el_arch(arch) else arch

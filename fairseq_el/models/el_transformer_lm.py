@@ -13,9 +13,9 @@ from fairseq.models import register_model
 from fairseq.models.transformer import TransformerConfig
 from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerLanguageModelConfig
 
-from fairseq_el.decoder import ELTransformerDecoder
+from fairseq_el.models.decoder import ELTransformerDecoder
 from fairseq_el.models.mixin import describe_self_attention
-from fairseq_el.options import EL_SELF_ATTENTION_HELP, KV_HEADS_HELP, el_options
+from fairseq_el.models.options import EL_SELF_ATTENTION_HELP, KV_HEADS_HELP, el_options
 
 logger = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ import logging
 
 from fairseq.models.transformer import TransformerConfig
 
-from fairseq_el.decoder import ELTransformerDecoder
-from fairseq_el.encoder import ELTransformerEncoder
-from fairseq_el.options import add_el_args, el_options
+from fairseq_el.models.decoder import ELTransformerDecoder
+from fairseq_el.models.encoder import ELTransformerEncoder
+from fairseq_el.models.options import add_el_args, el_options
 
 logger = logging.getLogger(__name__)
 
@@ -56,5 +56,5 @@ class ELEncoderDecoderMixin:
 
         Stock BART uses this hook to cache projected source keys/values once per sentence and to
         stop reordering the encoder output. EL keeps the encoder output once per sentence itself
-        (:class:`~fairseq_el.encoder.ELTransformerEncoder`) and caches no projection.
+        (:class:`~fairseq_el.models.encoder.ELTransformerEncoder`) and caches no projection.
         """

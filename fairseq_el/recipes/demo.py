@@ -13,11 +13,12 @@ from typing import Callable, List
 
 from fairseq.data import Dictionary
 
-from fairseq_el.random_models import build_translation_model, save_checkpoint
+from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.recipes import compare, finetune, prepare, report, sources
 from fairseq_el.recipes.config import load_config
 from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR, RUNS_DIR
 from fairseq_el.recipes.sources import Pair
+from fairseq_el.testing import build_translation_model
 
 TOY_MAX_TOKENS = 1024  # per update: the 50k-word softmax dominates a tiny model's cost
 
@@ -30,27 +31,27 @@ class DemoTask:
     updates: int
 
 
-def demo_tasks(quick: bool) -> List[DemoTask]:
-    """The three tasks, smaller and shorter-trained with ``quick``."""
+def demo_tasks(quick: bool, root: Path = DATA_DIR) -> List[DemoTask]:
+    """The three tasks on the samples under ``root``, smaller and shorter-trained with ``quick``."""
     return [
         DemoTask(
             "xsum",
             lambda: sources.read_line_pairs(
-                DATA_DIR / "xsum_pyrxsum/documents.txt", DATA_DIR / "xsum_pyrxsum/references.txt"
+                root / "xsum_pyrxsum/documents.txt", root / "xsum_pyrxsum/references.txt"
             ),
             "test:4,train:rest" if quick else "test:10,train:rest",
             10 if quick else 40,
         ),
         DemoTask(
             "cnndm",
-            lambda: sources.read_stories([DATA_DIR / "cnndm_allennlp_stories/cnn_stories"]),
+            lambda: sources.read_stories([root / "cnndm_allennlp_stories/cnn_stories"]),
             "test:2,train:rest" if quick else "test:4,train:rest",
             10 if quick else 40,
         ),
         DemoTask(
             "squad_qg",
             lambda: sources.read_line_pairs(
-                DATA_DIR / "squad_qg_du2017/src-test.txt", DATA_DIR / "squad_qg_du2017/tgt-test.txt"
+                root / "squad_qg_du2017/src-test.txt", root / "squad_qg_du2017/tgt-test.txt"
             ),
             "test:8,train:400" if quick else "test:20,train:2000",
             10 if quick else 40,
@@ -82,7 +83,9 @@ def run_task(task: DemoTask, out_dir: Path, threads: int) -> report.TaskOutcome:
     return finish(task.name, model, reports, comparison, start)
 
 
-def run_scale(out_dir: Path, threads: int, examples: int = 4) -> report.TaskOutcome:
+def run_scale(
+    out_dir: Path, threads: int, root: Path = DATA_DIR, examples: int = 4
+) -> report.TaskOutcome:
     """Resources at a real model size: a full-size bart_base, untrained, on CNN/DM sources.
 
     Stock fairseq caches every decoder layer's projected encoder keys and values (stock BART once
@@ -91,7 +94,7 @@ def run_scale(out_dir: Path, threads: int, examples: int = 4) -> report.TaskOutc
     hypothesis runs to max-len-b: the work is the same as a trained model's longest case.
     """
     config, work, start = load_config("cnndm"), out_dir / "cnndm_bart_base", time.perf_counter()
-    decoded = DATA_DIR / "cnndm_fastseq_bin/derived_decoded"
+    decoded = root / "cnndm_fastseq_bin/derived_decoded"
     pairs = sources.read_line_pairs(decoded / "valid.source", decoded / "valid.target")
     reports = prepare.prepare({"test": pairs[:examples]}, work / "data")
     checkpoint = work / "bart_base_random.pt"
@@ -120,14 +123,16 @@ def finish(
     return outcome
 
 
-def run_demo(quick: bool, out_dir: Path = RUNS_DIR / "demo", threads: int = 1) -> Path:
+def run_demo(
+    quick: bool, out_dir: Path = RUNS_DIR / "demo", threads: int = 1, root: Path = DATA_DIR
+) -> Path:
     """Run every task (and, unless ``quick``, the bart_base-size run), reporting after each."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes: List[report.TaskOutcome] = []
-    steps = [lambda t=task: run_task(t, out_dir, threads) for task in demo_tasks(quick)]
+    steps = [lambda t=task: run_task(t, out_dir, threads) for task in demo_tasks(quick, root)]
     if not quick:
-        steps.append(lambda: run_scale(out_dir, threads))
+        steps.append(lambda: run_scale(out_dir, threads, root))
     for step in steps:
         outcomes.append(step())
         path = report.write_report(out_dir, outcomes, quick)

@@ -1,14 +1,26 @@
-"""Where the repository's shipped assets are, so commands work without arguments in a checkout."""
+"""Where the shipped assets are: package data, so commands work from any install."""
 
+import sys
 from pathlib import Path
+from typing import Optional
 
-import fairseq_el
-
-REPO_ROOT = Path(fairseq_el.__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT / "data"
-CONFIG_DIR = REPO_ROOT / "configs"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # fairseq_el/
+DATA_DIR = PACKAGE_DIR / "data"  # the shipped samples (data/SOURCES.md says where from)
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 BPE_DIR = DATA_DIR / "gpt2_bpe"
-RUNS_DIR = REPO_ROOT / "runs"
+RUNS_DIR = Path("runs")  # default output root, relative to the working directory
+
+DATA_ROOT_HELP = "folder of the shipped samples (default: the package's own data)"
+
+
+def data_root(option: Optional[Path], prog: str) -> Path:
+    """``--data-root`` if given, else the package data; exits with one line if it is missing."""
+    root = Path(option) if option is not None else DATA_DIR
+    if not (root / "squad_qg_du2017").is_dir():
+        where = f"--data-root {root}" if option is not None else f"package data at {root}"
+        sys.exit(f"{prog}: no shipped samples in {where}; pass --data-root DIR (a checkout's "
+                 "fairseq_el/data)")  # fmt: skip
+    return root
 
 
 def require_file(path: Path, what: str) -> Path:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import torch
-
 import fairseq_el
+from fairseq_el.convert.checkpoint import checkpoint_arch as read_arch
+from fairseq_el.convert.checkpoint import load_checkpoint
+from fairseq_el.models.architectures import el_arch
 from fairseq_el.recipes.bpe import GPT2BPE
 from fairseq_el.recipes.config import TaskConfig, option_args
 from fairseq_el.recipes.paths import BPE_DIR, require_file
@@ -55,21 +56,8 @@ def thread_env(threads: Optional[int]) -> Dict[str, str]:
 
 
 def checkpoint_arch(checkpoint: Path) -> str:
-    """The architecture a fairseq checkpoint was trained with (``args`` or ``cfg`` layout)."""
-    state = torch.load(str(require_file(checkpoint, "checkpoint")), map_location="cpu", mmap=True)
-    if state.get("args") is not None:
-        return state["args"].arch
-    model_cfg = (state.get("cfg") or {}).get("model")
-    arch = getattr(model_cfg, "arch", None) or getattr(model_cfg, "_name", None)
-    if arch is None and isinstance(model_cfg, dict):
-        arch = model_cfg.get("arch") or model_cfg.get("_name")
-    if not arch:
-        raise ValueError(f"{checkpoint}: no architecture in its args or cfg")
-    return arch
-
-
-def el_arch(arch: str) -> str:
-    return arch if arch.startswith("el_") else "el_" + arch
+    """The architecture a fairseq checkpoint file records (its tensors are mapped, not read)."""
+    return read_arch(load_checkpoint(str(require_file(checkpoint, "checkpoint")), mmap=True))
 
 
 def generate_argv(

@@ -27,22 +27,28 @@ def check_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> None:
         raise ValueError("nothing to score")
 
 
-def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> Dict[str, float]:
-    """Mean ROUGE-1/2/L/Lsum F1 (x100) with stemming; Lsum on sentence-split texts."""
+def rouge(
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    types: Sequence[str] = ROUGE_TYPES,
+    stem: bool = True,
+) -> Dict[str, float]:
+    """Mean ROUGE F1 (x100) of ``types``, stemmed by default; Lsum on sentence-split texts."""
     check_lengths(hypotheses, references)
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=stem)
+    totals = dict.fromkeys(types, 0.0)
     for hypothesis, reference in zip(hypotheses, references):
         scores = scorer.score(
             "\n".join(split_sentences(reference)), "\n".join(split_sentences(hypothesis))
         )
-        for name in ROUGE_TYPES:
+        for name in types:
             totals[name] += scores[name].fmeasure
     # a plain mean: rouge-score's BootstrapAggregator resamples without a seed
     return {name: 100 * total / len(hypotheses) for name, total in totals.items()}
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU of detokenized text, sacrebleu defaults (13a tokenization, no lowercasing)."""
+def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> float:
+    """Corpus BLEU, sacrebleu defaults: detokenized text, 13a tokenization, no lowercasing
+    (``tokenize="none"`` for text already tokenized, as the SQuAD QG data is)."""
     check_lengths(hypotheses, references)
-    return sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score
+    return sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score

@@ -1,6 +1,6 @@
 """Quality and speed of stock, multi-query and grouped-query Transformers, and EL, on SQuAD QG.
 
-The study behind ``scripts/gqa_study.py``. It trains small ``el_transformer`` models that differ
+The study behind ``fairseq-el-gqa-study``. It trains small ``el_transformer`` models that differ
 only in ``--decoder-kv-heads`` for the same number of updates on the Du et al. (2017) SQuAD
 question-generation pairs shipped in ``data/squad_qg_du2017``, then decodes the test split with
 beam search and reports BLEU, ROUGE-L, decoding speed and decoding-state bytes per token. The stock
@@ -21,18 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-import sacrebleu
 import torch
 from fairseq import checkpoint_utils, tasks, utils
 from fairseq.dataclass.configs import GenerationConfig
-from rouge_score import rouge_scorer
-from torch import Tensor
 
 import fairseq_el
+from fairseq_el.bench.state import StateMeter
 from fairseq_el.models.architectures import stock_arch
+from fairseq_el.recipes import scoring
+from fairseq_el.recipes.paths import DATA_DIR
 
-REPO = Path(fairseq_el.USER_DIR).parent
-QG_DATA = REPO / "data" / "squad_qg_du2017"
+QG_DATA = "squad_qg_du2017"  # under the data root
 SRC, TGT = "src", "tgt"
 
 
@@ -109,13 +108,13 @@ def split_pairs(
     return splits
 
 
-def prepare_data(out_dir: Path, budget: Budget) -> Path:
+def prepare_data(out_dir: Path, budget: Budget, root: Path = DATA_DIR) -> Path:
     """Split the shipped pairs and binarize them with fairseq-preprocess; returns the data dir."""
     bin_dir = out_dir / "data-bin"
     if (bin_dir / "dict.src.txt").exists():
         return bin_dir
-    src_lines = (QG_DATA / "src-test.txt").read_text(encoding="utf-8").splitlines()
-    tgt_lines = (QG_DATA / "tgt-test.txt").read_text(encoding="utf-8").splitlines()
+    src_lines = (root / QG_DATA / "src-test.txt").read_text(encoding="utf-8").splitlines()
+    tgt_lines = (root / QG_DATA / "tgt-test.txt").read_text(encoding="utf-8").splitlines()
     raw = out_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for split, pairs in split_pairs(src_lines, tgt_lines, budget).items():
@@ -165,7 +164,7 @@ def run(cmd: List[str], log: Path) -> None:
     """Run ``cmd`` with its output in ``log``; on failure, raise with the log's tail."""
     with open(log, "w", encoding="utf-8") as f:
         env = dict(os.environ, OMP_NUM_THREADS="1")  # see run_study
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if done.returncode != 0:
         tail = "".join(log.read_text(encoding="utf-8").splitlines(True)[-30:])
         raise RuntimeError(f"{cmd[2]} failed ({log}):\n{tail}")
@@ -197,43 +196,6 @@ def load_model(
     model = task.build_model(cfg.model)
     model.load_state_dict(state["model"], strict=True)
     return model.eval(), task
-
-
-def tensor_bytes(obj: object, seen: Optional[set] = None) -> int:
-    """Bytes of every distinct tensor in nested dicts/lists (a decoding state)."""
-    seen = set() if seen is None else seen
-    if isinstance(obj, Tensor):
-        if id(obj) in seen:
-            return 0
-        seen.add(id(obj))
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v, seen) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v, seen) for v in obj)
-    return 0
-
-
-class StateMeter:
-    """Wraps the generator's ``forward_decoder`` to weigh the decoding state after every step.
-
-    ``per_token``: incremental-state bytes / (hypotheses x positions decoded), one per step.
-    ``peak``: the most bytes held by incremental state plus encoder output at any step.
-    """
-
-    def __init__(self, ensemble: torch.nn.Module):
-        self.forward_decoder = ensemble.forward_decoder
-        ensemble.forward_decoder = self
-        self.per_token: List[float] = []
-        self.peak = 0
-
-    def __call__(self, tokens, encoder_outs, incremental_states, temperature=1.0):
-        out = self.forward_decoder(tokens, encoder_outs, incremental_states, temperature)
-        rows, steps = tokens.shape  # (hypotheses, positions decoded)
-        cache = tensor_bytes(incremental_states)
-        self.per_token.append(cache / (rows * steps))
-        self.peak = max(self.peak, cache + tensor_bytes(encoder_outs))
-        return out
 
 
 def decode(
@@ -268,11 +230,9 @@ def decode(
 
 
 def score(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
-    """Corpus BLEU (sacrebleu, on the data's own tokenization) and mean ROUGE-L F1, x100."""
-    bleu = sacrebleu.corpus_bleu(list(hyps), [list(refs)], tokenize="none").score
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    rouge = [scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)]
-    return {"bleu": bleu, "rougeL": 100 * sum(rouge) / len(rouge)}
+    """Corpus BLEU on the data's own tokenization and mean ROUGE-L F1 (no stemming), x100."""
+    rouge_l = scoring.rouge(hyps, refs, types=("rougeL",), stem=False)["rougeL"]
+    return {"bleu": scoring.bleu(hyps, refs, tokenize="none"), "rougeL": rouge_l}
 
 
 VARIANTS = (Variant("mha", None), Variant("mqa", 1), Variant("gqa2", 2))
@@ -295,11 +255,13 @@ def decodings(variants: Iterable[Variant]) -> List[Decoding]:
     return out
 
 
-def run_study(out_dir: Path, budget: Budget, variants: Sequence[Variant]) -> List[Dict]:
+def run_study(
+    out_dir: Path, budget: Budget, variants: Sequence[Variant], root: Path = DATA_DIR
+) -> List[Dict]:
     """Train every variant, decode and score; each row is appended to results.jsonl when done."""
     torch.set_num_threads(1)  # 2 shared cores: one thread gives far steadier timings
     out_dir.mkdir(parents=True, exist_ok=True)
-    bin_dir = prepare_data(out_dir, budget)
+    bin_dir = prepare_data(out_dir, budget, root)
     refs = (out_dir / "raw" / "test.tgt").read_text(encoding="utf-8").splitlines()
     results_file = out_dir / "results.jsonl"
     rows: List[Dict] = []
@@ -322,7 +284,7 @@ def run_study(out_dir: Path, budget: Budget, variants: Sequence[Variant]) -> Lis
             "sent_per_s": len(texts) / seconds, "decode_s": seconds,
             "tok_per_s": sum(len(t.split()) + 1 for t in texts) / seconds,  # + eos
             "cache_bytes_per_token": sum(meter.per_token) / len(meter.per_token),
-            "peak_state_mib": meter.peak / 2**20,
+            "peak_state_mib": meter.peak["total"] / 2**20,
             "same_tokens_as_first": sum(a == b for a, b in zip(texts, same)) / len(texts),
             "budget": asdict(budget),
         }  # fmt: skip

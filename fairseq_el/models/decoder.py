@@ -8,11 +8,11 @@ from fairseq.modules import MultiheadAttention
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 
-from fairseq_el.el_attention import ELMultiheadAttention
-from fairseq_el.el_self_attention import ELSelfAttention
-from fairseq_el.gqa_attention import GroupedQueryAttention
-from fairseq_el.options import ELOptions
-from fairseq_el.policy import ELPolicy
+from fairseq_el.attention.cross import ELMultiheadAttention
+from fairseq_el.attention.grouped import GroupedQueryAttention
+from fairseq_el.attention.policy import ELPolicy
+from fairseq_el.attention.self_attention import ELSelfAttention
+from fairseq_el.models.options import ELOptions
 
 
 class ELGroupedQueryAttention(ELMultiheadAttention, GroupedQueryAttention):

@@ -1,25 +1,23 @@
 """EL encoder-decoder attention as a drop-in subclass of fairseq's ``MultiheadAttention``."""
 
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
-from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
-from fairseq_el.el_math import el_attention
-from fairseq_el.policy import ELPolicy
+from fairseq_el.attention.base import AttentionBase, AttentionCall, IncrementalState
+from fairseq_el.attention.math import el_attention
+from fairseq_el.attention.policy import ELPolicy
 
-IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
 
-
-class ELMultiheadAttention(MultiheadAttention):
+class ELMultiheadAttention(AttentionBase):
     """Encoder-decoder attention that never projects or caches the encoder output.
 
     Parameters and their names are the stock ones (``q_proj``, ``k_proj``, ``v_proj``,
     ``out_proj``), so stock state dicts load unchanged. EL is used in incremental decoding and
     whenever the queries hold several hypotheses per encoder row (``query`` batch = k x ``key``
     batch, hypotheses of a sentence contiguous, as fairseq's generators lay them out). Every other
-    call is the stock forward. An :class:`~fairseq_el.policy.ELPolicy` may choose, per layer
-    and run, a projection cached once per sentence instead (stock math, as fairseq's BART).
+    call is the stock forward. An :class:`~fairseq_el.attention.policy.ELPolicy` may choose, per
+    layer and run, a projection cached once per sentence instead (stock math, as fairseq's BART).
     """
 
     policy: ELPolicy = ELPolicy("el")
@@ -29,53 +27,26 @@ class ELMultiheadAttention(MultiheadAttention):
         self.policy = policy
         policy.members.add(self._incremental_state_id)
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Optional[Tensor],
-        value: Optional[Tensor],
-        key_padding_mask: Optional[Tensor] = None,
-        incremental_state: IncrementalState = None,
-        need_weights: bool = True,
-        static_kv: bool = False,
-        attn_mask: Optional[Tensor] = None,
-        before_softmax: bool = False,
-        need_head_weights: bool = False,
-    ) -> Tuple[Tensor, Optional[Tensor]]:
-        if self._el_applies(query, key, incremental_state, attn_mask, before_softmax):
-            if incremental_state is not None and self._use_cached(incremental_state, query, key):
-                self._group = query.size(1) // key.size(1)
-                return super().forward(
-                    query, key, value, key_padding_mask=key_padding_mask,
-                    incremental_state=incremental_state, need_weights=need_weights,
-                    static_kv=True, need_head_weights=need_head_weights,
-                )  # fmt: skip
-            return self._el_forward(
-                query, key, value, key_padding_mask, need_weights or need_head_weights,
-                need_head_weights,
-            )  # fmt: skip
-        return super().forward(
-            query, key, value, key_padding_mask=key_padding_mask,
-            incremental_state=incremental_state, need_weights=need_weights, static_kv=static_kv,
-            attn_mask=attn_mask, before_softmax=before_softmax,
-            need_head_weights=need_head_weights,
-        )  # fmt: skip
+    def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
+        if not self._el_applies(call):
+            return super().attend(call)
+        query, key = call.query, call.key
+        assert key is not None
+        if call.incremental_state is not None and self._use_cached(
+            call.incremental_state, query, key
+        ):
+            self._group = query.size(1) // key.size(1)
+            return super().attend(call._replace(static_kv=True))
+        return self._el_forward(call)
 
-    def _el_applies(
-        self,
-        query: Tensor,
-        key: Optional[Tensor],
-        incremental_state: IncrementalState,
-        attn_mask: Optional[Tensor],
-        before_softmax: bool,
-    ) -> bool:
-        if not self.encoder_decoder_attention or key is None:
+    def _el_applies(self, call: AttentionCall) -> bool:
+        if not self.encoder_decoder_attention or call.key is None:
             return False
-        if self.bias_k is not None or self.add_zero_attn or attn_mask is not None:
+        if self.bias_k is not None or self.add_zero_attn or call.attn_mask is not None:
             return False  # extra key slots: not part of the identity, keep the stock math
-        if before_softmax or self.use_xformers:
+        if call.before_softmax or self.use_xformers:
             return False
-        return incremental_state is not None or query.size(1) != key.size(1)
+        return call.incremental_state is not None or call.query.size(1) != call.key.size(1)
 
     def _use_cached(self, incremental_state, query: Tensor, key: Tensor) -> bool:
         if "prev_key" in self._get_input_buffer(incremental_state):
@@ -104,15 +75,9 @@ class ELMultiheadAttention(MultiheadAttention):
                 buffer[name] = tensor.index_select(0, sentences)
         return self._set_input_buffer(incremental_state, buffer)
 
-    def _el_forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Optional[Tensor],
-        key_padding_mask: Optional[Tensor],
-        need_weights: bool,
-        need_head_weights: bool,
-    ) -> Tuple[Tensor, Optional[Tensor]]:
+    def _el_forward(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
+        query, key, key_padding_mask = call.query, call.key, call.key_padding_mask
+        assert key is not None
         tgt_len, bsz, embed_dim = query.size()
         src_len, kv_bsz, _ = key.size()
         if bsz % kv_bsz != 0:
@@ -120,7 +85,7 @@ class ELMultiheadAttention(MultiheadAttention):
                 f"EL attention: query batch {bsz} is not a multiple of the encoder batch {kv_bsz}"
             )
         group = bsz // kv_bsz  # hypotheses per sentence
-        value = key if value is None else value
+        value = key if call.value is None else call.value
         if key_padding_mask is not None and key_padding_mask.size(0) != kv_bsz:
             key_padding_mask = key_padding_mask.view(kv_bsz, group, src_len)[:, 0]  # (B, S)
 
@@ -142,10 +107,10 @@ class ELMultiheadAttention(MultiheadAttention):
         attn = self.out_proj(ctx.reshape(tgt_len, bsz, embed_dim))  # (T, B*g, E)
 
         weights: Optional[Tensor] = None
-        if need_weights:
+        if call.returns_weights:
             weights = probs.view(kv_bsz, group, tgt_len, self.num_heads, src_len)
             weights = weights.permute(3, 0, 1, 2, 4).reshape(self.num_heads, bsz, tgt_len, -1)
             # weights: (H, B*g, T, S)
-            if not need_head_weights:
+            if not call.need_head_weights:
                 weights = weights.mean(dim=0)  # (B*g, T, S)
         return attn, weights

@@ -17,7 +17,7 @@ import torch
 from fairseq.data import Dictionary
 from fairseq.models import FairseqModel
 
-from fairseq_el.random_models import save_checkpoint
+from fairseq_el.convert.checkpoint import ConversionError, save_checkpoint
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 KeyMap = Dict[str, Tuple[str, Transform]]
@@ -34,10 +34,6 @@ ACTIVATIONS = {
 
 # fairseq-internal buffers that have no Hugging Face counterpart and carry no weights.
 FAIRSEQ_ONLY = ("encoder.version", "decoder.version")
-
-
-class ConversionError(ValueError):
-    """The input cannot be converted without changing what the model computes."""
 
 
 def refuse(field: str, value: Any, why: str) -> ConversionError:

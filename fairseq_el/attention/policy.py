@@ -57,18 +57,42 @@ def measure_hardware(device: torch.device, dtype: torch.dtype) -> Hardware:
     return _MEASURED[key]
 
 
+def roofline_seconds(flops: float, nbytes: float, flops_per_s: float, bytes_per_s: float) -> float:
+    """A kernel is bound by its FLOPs or by the bytes it moves, whichever takes longer."""
+    return max(flops / flops_per_s, nbytes / bytes_per_s)
+
+
+def cross_attention_work(rows: int, sentences: int, src_len: int, embed_dim: int, kdim: int,
+                         heads: int, elem: int) -> Dict[str, Tuple[float, float]]:  # fmt: skip
+    """(FLOPs, bytes) of one layer's encoder-decoder attention at one decoding step.
+
+    ``el``: expanded queries against the shared (S, C) encoder output of each sentence (H times
+    the attention FLOPs); ``cached``: attention against keys and values projected once per
+    sentence (the projection itself not included). ``rows`` query rows, ``sentences`` memories.
+    """
+    return {
+        "el": (
+            4 * rows * embed_dim * kdim + 4 * rows * heads * src_len * kdim,
+            2 * sentences * src_len * kdim * elem,  # the encoder output, for scores and sum
+        ),
+        "cached": (
+            4 * rows * src_len * embed_dim,
+            2 * sentences * src_len * embed_dim * elem,  # keys and values
+        ),
+    }
+
+
 def step_seconds(hw: Hardware, rows: int, sentences: int, src_len: int, embed_dim: int,
                  kdim: int, heads: int, elem: int) -> Tuple[float, float]:  # fmt: skip
     """Roofline seconds of one decoding step of one layer: (EL, cached projection)."""
-    el_flops = 4 * rows * embed_dim * kdim + 4 * rows * heads * src_len * kdim
-    el_bytes = 2 * sentences * src_len * kdim * elem  # the encoder output, scores and sum
-    cached_flops = 4 * rows * src_len * embed_dim + 4 * sentences * src_len * kdim * embed_dim / (
-        AMORTIZED_STEPS
-    )  # attention, plus the projection spread over the run
-    cached_bytes = 2 * sentences * src_len * embed_dim * elem  # keys and values
+    work = cross_attention_work(rows, sentences, src_len, embed_dim, kdim, heads, elem)
+    el_flops, el_bytes = work["el"]
+    cached_flops, cached_bytes = work["cached"]
+    # the one-time projection of a cached layer, spread over the run
+    cached_flops += 4 * sentences * src_len * kdim * embed_dim / AMORTIZED_STEPS
     return (
-        max(el_flops / hw.flops, el_bytes / hw.bandwidth),
-        max(cached_flops / hw.flops, cached_bytes / hw.bandwidth),
+        roofline_seconds(el_flops, el_bytes, hw.flops, hw.bandwidth),
+        roofline_seconds(cached_flops, cached_bytes, hw.flops, hw.bandwidth),
     )
 
 
@@ -94,7 +118,7 @@ class ELPolicy:
 
     @classmethod
     def from_options(cls, options) -> "ELPolicy":
-        """From :class:`~fairseq_el.options.ELOptions` (budget in GB)."""
+        """From :class:`~fairseq_el.models.options.ELOptions` (budget in GB)."""
         budget = options.memory_budget
         return cls(options.policy, None if budget is None else budget * 1e9)
 

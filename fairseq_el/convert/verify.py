@@ -13,8 +13,8 @@ from fairseq.data import Dictionary
 from fairseq.models import build_model
 from omegaconf import OmegaConf
 
-from fairseq_el.convert.common import ConversionError
-from fairseq_el.random_models import make_dictionary
+from fairseq_el.convert.hf_common import ConversionError
+from fairseq_el.testing import make_dictionary
 
 TOLERANCE = 1e-4  # on decoder log-probabilities, fp32
 HYPOTHESES = 2  # per sentence, as beam search lays them out

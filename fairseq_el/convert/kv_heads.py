@@ -5,7 +5,7 @@ grouped-query one (Ainslie et al. 2023): the key and value projection rows of th
 group are mean-pooled. :func:`repeat_kv_heads` is its exact inverse direction: it writes a
 grouped-query model as a stock multi-head one that computes the same function (each key/value
 head repeated for the query heads of its group), which lets stock fairseq run or check it.
-Groups are contiguous, as in :class:`~fairseq_el.gqa_attention.GroupedQueryAttention`.
+Groups are contiguous, as in :class:`~fairseq_el.attention.grouped.GroupedQueryAttention`.
 """
 
 import re

@@ -8,7 +8,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Optional
 
-from fairseq_el.policy import POLICIES
+from fairseq_el.attention.policy import POLICIES
 
 EL_SELF_ATTENTION_HELP = (
     "EL decoder self-attention: cache each layer's input (C numbers per position) instead of its "

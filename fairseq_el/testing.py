@@ -9,7 +9,7 @@ import argparse
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-from fairseq import checkpoint_utils, options
+from fairseq import options
 from fairseq.data import Dictionary
 from fairseq.models import FairseqModel
 from fairseq.tasks.language_modeling import LanguageModelingTask
@@ -65,19 +65,6 @@ def build_language_model(
     torch.manual_seed(seed)
     model = task.build_model(args)
     return model.eval(), task, args
-
-
-def save_checkpoint(model: FairseqModel, args: argparse.Namespace, path: str) -> None:
-    """Write ``model`` as a fairseq checkpoint (``args`` + ``model``, as fairseq-train does)."""
-    state = {
-        "args": args,
-        "cfg": None,
-        "model": model.state_dict(),
-        "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "Adam",
-                               "lr_scheduler_state": {}, "num_updates": 0}],
-        "extra_state": {},
-    }  # fmt: skip
-    checkpoint_utils.torch_persistent_save(state, path)
 
 
 def tiny_lm_args(layers: int = 2, dim: int = 16, heads: int = 4, ffn: int = 32) -> List[str]:

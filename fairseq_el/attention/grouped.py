@@ -7,18 +7,18 @@ value projections shrink (to ``N * head_dim`` outputs), so the incremental cache
 per position instead of ``H``: that cache is what makes decoding memory-bound, and what this saves.
 """
 
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
-from fairseq import utils
 from fairseq.modules import MultiheadAttention
 from fairseq.modules.quant_noise import quant_noise
 from torch import Tensor, nn
 
-IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
+from fairseq_el.attention.base import AttentionBase, AttentionCall, IncrementalState
+from fairseq_el.attention.math import attention_weights
 
 
-class GroupedQueryAttention(MultiheadAttention):
+class GroupedQueryAttention(AttentionBase):
     """``MultiheadAttention`` whose keys and values have ``kv_heads`` heads.
 
     Parameter names are the stock ones; ``k_proj`` and ``v_proj`` map to ``kv_heads * head_dim``.
@@ -63,37 +63,25 @@ class GroupedQueryAttention(MultiheadAttention):
             )
             self.reset_parameters()
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Optional[Tensor],
-        value: Optional[Tensor],
-        key_padding_mask: Optional[Tensor] = None,
-        incremental_state: IncrementalState = None,
-        need_weights: bool = True,
-        static_kv: bool = False,
-        attn_mask: Optional[Tensor] = None,
-        before_softmax: bool = False,
-        need_head_weights: bool = False,
-    ) -> Tuple[Tensor, Optional[Tensor]]:
+    def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
         if self.kv_heads == self.num_heads:
-            return super().forward(
-                query, key, value, key_padding_mask=key_padding_mask,
-                incremental_state=incremental_state, need_weights=need_weights,
-                static_kv=static_kv, attn_mask=attn_mask, before_softmax=before_softmax,
-                need_head_weights=need_head_weights,
-            )  # fmt: skip
-        if before_softmax:
+            return super().attend(call)
+        if call.before_softmax:
             raise NotImplementedError(
                 "grouped-query attention does not return pre-softmax scores (before_softmax): "
                 "its values have kv_heads heads, not the num_heads callers of it expect"
             )
         k, v, key_padding_mask = self._keys_values(
-            query, key, value, key_padding_mask, incremental_state, static_kv
+            call.query,
+            call.key,
+            call.value,
+            call.key_padding_mask,
+            call.incremental_state,
+            call.static_kv,
         )  # k, v: (Bk, N, S, D)
         return self._attend(
-            query, k, v, key_padding_mask, attn_mask, need_weights or need_head_weights,
-            need_head_weights,
+            call.query, k, v, key_padding_mask, call.attn_mask, call.returns_weights,
+            call.need_head_weights,
         )  # fmt: skip
 
     def _keys_values(
@@ -192,11 +180,11 @@ class GroupedQueryAttention(MultiheadAttention):
                     f"attn_mask must be (tgt_len, src_len), got {tuple(attn_mask.shape)}"
                 )
             scores = scores + attn_mask  # (T, S) broadcast
+        padding = None
         if key_padding_mask is not None:
-            pad = key_padding_mask.view(kv_bsz, 1, 1, 1, 1, src_len).to(torch.bool)
-            scores = scores.masked_fill(pad, float("-inf"))
-        probs_float = utils.softmax(scores, dim=-1, onnx_trace=self.onnx_trace)
-        probs = self.dropout_module(probs_float.type_as(scores))  # (Bk, N, x, G, T, S)
+            padding = key_padding_mask.view(kv_bsz, 1, 1, 1, 1, src_len)  # (Bk, 1, 1, 1, 1, S)
+        probs_float, probs = attention_weights(scores, padding, self.dropout_module)
+        # probs: (Bk, N, x, G, T, S)
 
         ctx = torch.matmul(probs.view(kv_bsz, num_kv, -1, src_len), v)  # (Bk, N, x*G*T, D)
         ctx = ctx.view(kv_bsz, num_kv, x, group, tgt_len, head_dim)  # (Bk, N, x, G, T, D)

@@ -48,6 +48,26 @@ def project_context(ctx: Tensor, v_weight: Tensor, head_dim: int) -> Tensor:
     return torch.einsum("...ngc,ndc->...ngd", grouped, w).flatten(-3, -2)  # (..., H, D)
 
 
+def attention_weights(
+    scores: Tensor,
+    padding: Optional[Tensor] = None,
+    dropout: Optional[Callable[[Tensor], Tensor]] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Softmax over the last axis of ``scores``, as fairseq's attention computes it.
+
+    padding: True at padded keys, broadcastable to ``scores``; those scores become -inf. The
+    softmax runs in float32 whatever the dtype of ``scores``. Returns the float32 weights and the
+    weights in the dtype of ``scores`` after ``dropout``.
+    """
+    if padding is not None:
+        scores = scores.masked_fill(padding.to(torch.bool), float("-inf"))
+    probs_float = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    probs = probs_float.type_as(scores)
+    if dropout is not None:
+        probs = dropout(probs)
+    return probs_float, probs
+
+
 def el_attention(
     q: Tensor,
     keys: Tensor,
@@ -75,12 +95,8 @@ def el_attention(
     )  # (G, M*H, S)
     if attn_mask is not None:
         scores = scores + attn_mask.repeat_interleave(num_heads, dim=0)  # (M*H, S) broadcast
-    if key_padding_mask is not None:
-        scores = scores.masked_fill(key_padding_mask.unsqueeze(1).to(torch.bool), float("-inf"))
-    probs_float = torch.softmax(scores, dim=-1, dtype=torch.float32)  # (G, M*H, S)
-    probs = probs_float.type_as(scores)
-    if dropout is not None:
-        probs = dropout(probs)
+    padding = None if key_padding_mask is None else key_padding_mask.unsqueeze(1)  # (G, 1, S)
+    probs_float, probs = attention_weights(scores, padding, dropout)  # (G, M*H, S) each
     ctx = torch.bmm(probs, values)  # (G, M*H, Cv)
     out = project_context(ctx.view(groups, rows, num_heads, -1), v_weight, head_dim)
     # out: (G, M, H, D)

@@ -1,7 +1,0 @@
-#!/usr/bin/env python
-"""Thin wrapper: see fairseq_el/recipes/cli/demo.py (also installed as a console script)."""
-
-from fairseq_el.recipes.cli.demo import cli_main
-
-if __name__ == "__main__":
-    cli_main()
