@@ -19,6 +19,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 class OutputError(OSError):
     """A result could not be written; the message names the path and the reason."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:

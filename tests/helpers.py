@@ -92,3 +92,12 @@ __all__ = [
     "stock_and_el",
     "tiny_args",
 ]
+
+
+def exit_code(main, argv: Sequence[str]) -> int:
+    """The exit code of a console script's ``main`` called in-process (0 if it returns)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    return code or 0

@@ -48,8 +48,11 @@ def load_checkpoint(path: str, mmap: bool = False) -> Checkpoint:
             f"{path}: refused by torch's weights_only loader: it holds an object fairseq does "
             f"not write into checkpoints, so it is not loaded ({reason})"
         ) from err
-    except (RuntimeError, EOFError, ValueError) as err:
-        raise ConversionError(f"{path}: not a torch checkpoint ({err})") from err
+    except (RuntimeError, EOFError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConversionError(
+            f"{path}: unreadable checkpoint, truncated or corrupt ({first})"
+        ) from err
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise ConversionError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
     if state.get("args") is None and not state.get("cfg"):

@@ -11,10 +11,8 @@ fairseq-el-convert-hf --hf-dir gpt2 --out-dir gpt2-fs             # Hugging Face
 
 import argparse
 import logging
-import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from fairseq_el.convert.checkpoint import ConversionError
 from fairseq_el.convert.hf_bart import convert_bart
 from fairseq_el.convert.hf_common import (
     Converted,
@@ -24,6 +22,17 @@ from fairseq_el.convert.hf_common import (
     refuse,
 )
 from fairseq_el.convert.hf_gpt2 import convert_gpt2
+from fairseq_el.files import same_file
+from fairseq_el.usage import (
+    Parser,
+    UsageError,
+    at_least,
+    entry_point,
+    input_dir,
+    input_file,
+    output_dir,
+    output_path,
+)
 
 # model_type in config.json -> (transformers class, converter)
 CONVERTERS: Dict[str, Tuple[str, Callable[..., Converted]]] = {
@@ -45,7 +54,7 @@ def convert_dir(hf_dir: str, dict_path: Optional[str] = None) -> Converted:
 
 
 def convert_hf_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fairseq-el-convert-hf",
         description="Convert a Hugging Face GPT-2 or BART folder to a fairseq checkpoint.",
     )
@@ -59,24 +68,25 @@ def convert_hf_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@entry_point("fairseq-el-convert-hf")
 def convert_hf_main(argv: Optional[List[str]] = None) -> None:
     args = convert_hf_parser().parse_args(argv)
-    try:
-        converted = convert_dir(args.hf_dir, args.dict)
-    except ConversionError as err:
-        sys.exit(f"fairseq-el-convert-hf: {err}")
+    input_dir("--hf-dir", args.hf_dir)
+    input_file("--dict", args.dict)
+    output_dir("--out-dir", args.out_dir)
+    converted = convert_dir(args.hf_dir, args.dict)
     files = converted.save(args.out_dir)
     for line in converted.summary + [f"wrote {path}" for path in files]:
         print(line)
 
 
 def convert_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fairseq-el-convert",
         description="Convert a stock fairseq checkpoint into an EL one, or back.",
     )
     parser.add_argument("src", help="fairseq checkpoint to read")
-    parser.add_argument("dst", help="checkpoint to write")
+    parser.add_argument("dst", help="checkpoint to write (written atomically)")
     parser.add_argument(
         "--to",
         choices=["el", "stock"],
@@ -95,22 +105,32 @@ def convert_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip building both models and comparing their decoders",
     )
+    parser.add_argument(
+        "--in-place",
+        action="store_true",
+        help="allow DST to be SRC (still written through a temporary file, then renamed)",
+    )
     return parser
 
 
+@entry_point("fairseq-el-convert")
 def convert_main(argv: Optional[List[str]] = None) -> int:
     args = convert_parser().parse_args(argv)
+    input_file("SRC", args.src)
+    output_path("DST", args.dst)
+    at_least("--kv-heads", args.kv_heads, 1)
+    if same_file(args.src, args.dst) and not args.in_place:
+        raise UsageError(
+            f"DST {args.dst} is SRC: converting in place replaces the only copy; write another "
+            "file, or pass --in-place"
+        )
     logging.basicConfig(level=logging.WARNING)
     import fairseq_el  # noqa: F401  (registers the EL architectures, allow-lists checkpoints)
     from fairseq_el.convert.el_checkpoint import convert_checkpoint
 
-    try:
-        arch, new_arch, diff = convert_checkpoint(
-            args.src, args.dst, args.to, not args.no_verify, args.kv_heads
-        )
-    except ConversionError as err:
-        print(f"fairseq-el-convert: {err}", file=sys.stderr)
-        return 2
+    arch, new_arch, diff = convert_checkpoint(
+        args.src, args.dst, args.to, not args.no_verify, args.kv_heads
+    )
     if args.kv_heads is not None:
         done = f"key/value heads averaged to {args.kv_heads} per layer: uptrain before use"
     else:

@@ -6,7 +6,7 @@ dict and give the same decoder outputs (:func:`fairseq_el.convert.verify.compare
 """
 
 import argparse
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from fairseq_el.convert.checkpoint import (
     Checkpoint,
@@ -37,17 +37,17 @@ def target_arch(arch: str, to: str) -> str:
     raise ValueError(f"to must be 'el' or 'stock', not {to!r}")
 
 
+def _config_value(state: Checkpoint, name: str) -> Any:
+    cfg = model_config(state)
+    return getattr(cfg, name, None) if isinstance(cfg, argparse.Namespace) else cfg.get(name)
+
+
 def with_kv_heads(state: Checkpoint, kv_heads: int) -> Checkpoint:
     """Average each group's key/value heads (grouped-query attention: the model must be
     uptrained), and record ``decoder_kv_heads`` in the configuration."""
     from fairseq_el.convert.kv_heads import average_kv_heads
 
-    cfg = model_config(state)
-    heads = (
-        getattr(cfg, "decoder_attention_heads", None)
-        if isinstance(cfg, argparse.Namespace)
-        else cfg.get("decoder_attention_heads")
-    )
+    heads = _config_value(state, "decoder_attention_heads")
     if not heads:
         raise ConversionError("the checkpoint records no decoder_attention_heads")
     try:
@@ -70,6 +70,13 @@ def convert_checkpoint(
     new_arch = target_arch(arch, to)
     if kv_heads is not None and to != "el":
         raise ConversionError("--kv-heads makes a grouped-query EL checkpoint: use it with --to el")
+    grouped = _config_value(state, "decoder_kv_heads")
+    if to == "stock" and grouped is not None:
+        raise ConversionError(
+            f"{src}: a grouped-query model (decoder_kv_heads={grouped}) has no stock fairseq "
+            "architecture: stock attention has as many key/value heads as query heads; keep it "
+            f"as {arch}"
+        )
     converted = with_arch(state, new_arch)
     max_diff = None
     if kv_heads is not None:

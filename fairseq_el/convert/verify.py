@@ -13,7 +13,7 @@ from fairseq.data import Dictionary
 from fairseq.models import build_model
 from omegaconf import OmegaConf
 
-from fairseq_el.convert.hf_common import ConversionError
+from fairseq_el.convert.checkpoint import ConversionError
 from fairseq_el.testing import make_dictionary
 
 TOLERANCE = 1e-4  # on decoder log-probabilities, fp32
@@ -46,8 +46,17 @@ def build_from_state(state: Dict[str, Any]) -> torch.nn.Module:
         src_size = weights["encoder.embed_tokens.weight"].size(0)
         if src_size != len(tgt_dict):
             src_dict = make_dictionary(src_size - 4)
+    bad = [name for name, t in weights.items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise ConversionError(f"corrupt checkpoint: non-finite weights in {', '.join(bad[:3])}")
     model = build_model(cfg, _Dictionaries(src_dict, tgt_dict))
-    model.load_state_dict(weights, strict=True)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConversionError(
+            f"the checkpoint's weights do not fit its architecture: {first}"
+        ) from err
     return model.eval()
 
 

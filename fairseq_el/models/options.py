@@ -6,7 +6,7 @@ these from ``args`` once (:func:`el_options`) and hand them to the decoder expli
 
 import argparse
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from fairseq_el.attention.policy import POLICIES
 
@@ -34,6 +34,10 @@ KV_HEADS_HELP = (
 )
 
 
+class ELOptionError(ValueError):
+    """An EL model option with a value of the wrong type or range; the message names it."""
+
+
 @dataclass(frozen=True)
 class ELOptions:
     self_attention: bool = False  # --el-self-attention
@@ -49,9 +53,9 @@ class ELOptions:
             ("--el-memory-budget", self.memory_budget, 0),
         ):
             if value is not None and value < least:
-                raise ValueError(f"{option} must be at least {least}, not {value}")
+                raise ELOptionError(f"{option} must be at least {least}, not {value}")
         if self.self_attention and self.kv_heads is not None:
-            raise ValueError(
+            raise ELOptionError(
                 "--el-self-attention and --decoder-kv-heads do not combine: a grouped cache "
                 "(2 x kv_heads x head_dim per position) replaces the one EL would shrink"
             )
@@ -67,11 +71,47 @@ def add_el_args(parser: argparse.ArgumentParser) -> None:
 
 
 def el_options(args: argparse.Namespace) -> ELOptions:
-    """The EL options in ``args``; absent ones (e.g. a converted stock checkpoint) take defaults."""
+    """The EL options in ``args``; absent ones (e.g. a converted stock checkpoint) take defaults.
+
+    Values may come from ``--model-overrides`` as any Python literal, so each is checked: a
+    boolean is True/False/1/0 (or those words as strings), never any truthy value.
+    """
+    policy = _typed(args, "el_policy", str) or "el"
+    if policy not in POLICIES:
+        raise ELOptionError(f"--el-policy must be one of {', '.join(POLICIES)}, not {policy!r}")
     return ELOptions(
-        self_attention=bool(getattr(args, "el_self_attention", False)),
-        kv_heads=getattr(args, "decoder_kv_heads", None),
-        policy=getattr(args, "el_policy", None) or "el",
-        memory_budget=getattr(args, "el_memory_budget", None),
-        encoder_batch=getattr(args, "el_encoder_batch", None),
+        self_attention=bool(_typed(args, "el_self_attention", bool)),
+        kv_heads=_typed(args, "decoder_kv_heads", int),
+        policy=policy,
+        memory_budget=_typed(args, "el_memory_budget", float),
+        encoder_batch=_typed(args, "el_encoder_batch", int),
     )
+
+
+BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _typed(args: argparse.Namespace, name: str, kind: type) -> Any:
+    """``args.name`` as ``kind`` (None if absent); an :class:`ELOptionError` naming it otherwise."""
+    value = getattr(args, name, None)
+    if value is None:
+        return None
+    option = "--" + name.replace("_", "-")
+    if kind is bool:
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in BOOLEANS:
+            return BOOLEANS[value.strip().lower()]
+        raise ELOptionError(f"{option} ({name}) takes true/false/1/0, not {value!r}")
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    if isinstance(value, str) and kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise ELOptionError(f"{option} ({name}) takes a {kind.__name__}, not {value!r}")

@@ -13,7 +13,7 @@ from fairseq_el.convert.hf_common import ConversionError
 from fairseq_el.convert.verify import build_from_state
 from fairseq_el.testing import build_translation_model, tiny_args
 
-from helpers import make_dictionary
+from helpers import exit_code, make_dictionary
 
 
 @pytest.fixture(params=["transformer", "bart_base"])
@@ -82,7 +82,7 @@ def test_each_bad_input_is_refused_clearly(tmp_path, capsys):
     for path, message in bad_inputs(tmp_path):
         with pytest.raises(ConversionError, match=message):
             convert_checkpoint(str(path), str(tmp_path / "out.pt"))
-        assert cli_main([str(path), str(tmp_path / "out.pt")]) == 2
+        assert exit_code(cli_main, [str(path), str(tmp_path / "out.pt")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out.pt").exists()
 

@@ -27,6 +27,8 @@ except ConversionError as err:  # the optional "hf" extra; CI installs it
 from fairseq_el.convert.hf_bart import convert_bart  # noqa: E402
 from fairseq_el.convert.hf_gpt2 import convert_gpt2  # noqa: E402
 
+from helpers import exit_code  # noqa: E402
+
 TOL = 1e-4
 VOCAB, EOS = 60, 59  # GPT-2: the last id plays <|endoftext|>, as 50256 does in GPT-2
 NEW_TOKENS = 12
@@ -340,11 +342,12 @@ def test_bart_refuses_logits_bias_vocab_mismatch_mbart_and_missing_dict():
         convert_bart(mbart, bart_dict())
 
 
-def test_non_hf_directory_is_refused(tmp_path):
+def test_non_hf_directory_is_refused(tmp_path, capsys):
     (tmp_path / "model.pt").write_bytes(b"not a Hugging Face folder")
-    with pytest.raises(SystemExit, match="no config.json"):
-        cli_main(["--hf-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")])
+    argv = ["--hf-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")]
+    assert exit_code(cli_main, argv) == 2
+    assert "no config.json" in capsys.readouterr().err
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
-    with pytest.raises(SystemExit, match="model_type='t5'"):
-        cli_main(["--hf-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")])
+    assert exit_code(cli_main, argv) == 2
+    assert "model_type='t5'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

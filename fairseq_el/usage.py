@@ -1,0 +1,123 @@
+"""User errors of the console scripts: one line naming the option or file, exit code 2.
+
+Every entry point validates its arguments before it does any work and raises :class:`UsageError`
+(or a library error that is the user's to fix: a bad checkpoint, an unreadable input, a full disk)
+with a message that names the option or the file, and line where there is one. :func:`entry_point`
+turns those into ``prog: message`` on stderr and exit code 2. Anything else is a bug of ours and
+keeps its traceback.
+"""
+
+import argparse
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Tuple, Type, TypeVar
+
+EXIT_USAGE = 2
+
+F = TypeVar("F", bound=Callable[..., Optional[int]])
+
+
+class UsageError(ValueError):
+    """A user error: the message names the option or file (and line) to fix."""
+
+
+def user_errors() -> Tuple[Type[BaseException], ...]:
+    """The exception types that are the user's to fix, reported without a traceback."""
+    from fairseq_el.files import OutputError
+
+    errors: Tuple[Type[BaseException], ...] = (UsageError, OutputError)
+    try:  # library errors with messages written for users (importing them imports fairseq)
+        from fairseq_el.convert.checkpoint import ConversionError
+        from fairseq_el.models.architectures import ArchitectureError
+        from fairseq_el.models.options import ELOptionError
+
+        errors += (ConversionError, ArchitectureError, ELOptionError)
+    except ImportError:
+        pass
+    return errors
+
+
+def entry_point(prog: str) -> Callable[[F], F]:
+    """Decorate a console script's main: user errors become one line and exit code 2."""
+
+    def wrap(main: F) -> F:
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except user_errors() as err:
+                print(f"{prog}: {err}", file=sys.stderr)
+                raise SystemExit(EXIT_USAGE) from None
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted; the run is marked incomplete", file=sys.stderr)
+                raise SystemExit(130) from None
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` whose errors are one line (``prog: message``), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def input_file(option: str, path: Optional[Path]) -> Optional[Path]:
+    """``path`` if it is a readable file; a :class:`UsageError` naming ``option`` otherwise."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{option} {path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{option} {path}: not a file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{option} {path}: not readable")
+    return path
+
+
+def input_dir(option: str, path: Optional[Path]) -> Optional[Path]:
+    """``path`` if it is a readable directory; a :class:`UsageError` naming ``option`` otherwise."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_dir():
+        raise UsageError(f"{option} {path}: no such directory")
+    return path
+
+
+def output_path(option: str, path: Path) -> Path:
+    """``path`` if a file can be created there (its directory exists and is writable)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: directory {parent} is not writable")
+    return path
+
+
+def output_dir(option: str, path: Path) -> Path:
+    """``path`` if it is, or can be created as, a writable directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: exists and is not a directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"{option} {path}: {existing} is not writable")
+    return path
+
+
+def at_least(option: str, value: Optional[float], least: float) -> None:
+    """A :class:`UsageError` unless ``value`` (when given) is at least ``least``."""
+    if value is not None and value < least:
+        raise UsageError(f"{option} must be at least {least:g}, not {value:g}")
