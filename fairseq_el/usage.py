@@ -23,6 +23,23 @@ class UsageError(ValueError):
     """A user error: the message names the option or file (and line) to fix."""
 
 
+class InputError(UsageError):
+    """An input file whose content cannot be used; the message names the file and line."""
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; :class:`InputError` naming the file (and line) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what}")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise InputError(f"{path}: line {line}: not UTF-8 text ({err.reason})") from None
+
+
 def user_errors() -> Tuple[Type[BaseException], ...]:
     """The exception types that are the user's to fix, reported without a traceback."""
     from fairseq_el.files import OutputError
@@ -48,7 +65,8 @@ def entry_point(prog: str) -> Callable[[F], F]:
             try:
                 return main(*args, **kwargs)
             except user_errors() as err:
-                print(f"{prog}: {err}", file=sys.stderr)
+                message = "; ".join(x.strip() for x in str(err).splitlines() if x.strip())
+                print(f"{prog}: {message}", file=sys.stderr)
                 raise SystemExit(EXIT_USAGE) from None
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted; the run is marked incomplete", file=sys.stderr)

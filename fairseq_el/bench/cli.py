@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -34,13 +35,22 @@ from fairseq_el.bench.report import (
 )
 from fairseq_el.bench.shapes import PRESETS, SEARCHES, SHAPES, Config, preset_configs
 from fairseq_el.bench.state import Dims, LinearState, expected_bytes, held_encoder_output
+from fairseq_el.usage import (
+    Parser,
+    UsageError,
+    at_least,
+    entry_point,
+    input_file,
+    output_path,
+    read_text,
+)
 
 GIB = 1 << 30
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fairseq-el-benchmark",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -131,7 +141,7 @@ def configs_from_args(args: argparse.Namespace) -> List[Config]:
         return preset_configs(args.preset, searches, **overrides)
     missing = [k for k in ("src_len", "batch", "beam", "steps") if overrides[k] is None]
     if missing:
-        raise SystemExit(f"--shape needs --{', --'.join(m.replace('_', '-') for m in missing)}")
+        raise UsageError(f"--shape needs --{', --'.join(m.replace('_', '-') for m in missing)}")
     overrides["no_repeat"] = overrides["no_repeat"] or 0
     return [Config(args.shape, search=s, **overrides) for s in searches]  # type: ignore[arg-type]
 
@@ -238,24 +248,55 @@ def analytic_states(
 def sweep_batches(spec: str) -> List[int]:
     name, _, values = spec.partition("=")
     if name != "batch" or not values:
-        raise SystemExit(f"--sweep takes batch=1,2,4,...; got {spec!r}")
+        raise UsageError(f"--sweep takes batch=1,2,4,...; got {spec!r}")
     try:
-        return [int(v) for v in values.split(",")]
-    except ValueError as err:
-        raise SystemExit(f"--sweep: batch sizes must be integers: {values!r}") from err
+        batches = [int(v) for v in values.split(",")]
+    except ValueError:
+        raise UsageError(f"--sweep: batch sizes must be integers: {values!r}") from None
+    if min(batches) < 1:
+        raise UsageError(f"--sweep: batch sizes must be at least 1: {values!r}")
+    return batches
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """What can be checked before anything runs: sizes, device, where results go."""
+    for option in ("src_len", "batch", "beam", "steps", "threads", "repeats"):
+        at_least("--" + option.replace("_", "-"), getattr(args, option, None), 1)
+    at_least("--no-repeat", args.no_repeat, 0)
+    output_path("--out", Path(args.out))
+    if args.plot:
+        output_path("--plot", Path(args.plot))
+    if args.checkpoint:
+        input_file("--checkpoint", Path(args.checkpoint))
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device {args.device}: not a device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available here")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     args = get_parser().parse_args(argv)
+    check_args(args)
     torch.set_num_threads(args.threads)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    if unknown or not variants:
+        raise UsageError(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
     try:
         configs = configs_from_args(args)
     except ValueError as err:
-        raise SystemExit(str(err)) from err
+        raise UsageError(str(err)) from err
+    if args.sweep:
+        sweep_batches(args.sweep)
+    if args.peers:
+        from fairseq_el.bench.peers import check_peers
+
+        for config in configs:
+            check_peers([n.strip() for n in args.peers.split(",") if n.strip()], config.shape)
+    if args.plot and not args.sweep:
+        raise UsageError("--plot draws a --sweep: give --sweep too")
     env = environment(args.device)
     records: List[Dict] = []
     for config in configs:
@@ -303,14 +344,23 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     return records
 
 
+@entry_point("fairseq-el-benchmark")
 def cli_main() -> None:
     main()
+
+
+@entry_point("fairseq-el-bench-report")
+def gpu_check_main(argv: Optional[Sequence[str]] = None) -> None:
+    """``fairseq-el-gpu-check``: see :mod:`fairseq_el.bench.gpu_check`."""
+    from fairseq_el.bench.gpu_check import main as gpu_check
+
+    gpu_check(argv)
 
 
 def report_main(argv: Optional[Sequence[str]] = None) -> None:
     """Re-table runs from a JSON lines file, e.g. runs of one shape made by separate commands;
     "identical" is then recomputed against the reference's token digest."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fairseq-el-bench-report",
         description="Table and ratios of benchmark runs in a JSON lines file",
     )
@@ -321,20 +371,27 @@ def report_main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--reference", default="stock-per-sentence")
     args = p.parse_args(argv)
     rows = []
-    with open(args.results, encoding="utf-8") as f:
-        for line in f:
+    text = read_text(input_file("RESULTS", Path(args.results)), "results file")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
             r = json.loads(line)
-            c = r.get("config", {})
-            if r.get("kind") == "run" and (c.get("shape"), c.get("src_len"), c.get("batch")) == (
-                args.shape,
-                args.src_len,
-                args.batch,
-            ):
-                options = c.get("model_options") or []
-                r["variant"] += f" ({' '.join(options)})" if options else ""
-                rows.append(r)
+        except ValueError as err:
+            raise UsageError(f"{args.results}: line {number}: not JSON ({err})") from None
+        if not isinstance(r, dict):
+            raise UsageError(f"{args.results}: line {number}: not a JSON object")
+        c = r.get("config", {})
+        if r.get("kind") == "run" and (c.get("shape"), c.get("src_len"), c.get("batch")) == (
+            args.shape,
+            args.src_len,
+            args.batch,
+        ):
+            options = c.get("model_options") or []
+            r["variant"] += f" ({' '.join(options)})" if options else ""
+            rows.append(r)
     if not rows:
-        raise SystemExit("no matching runs")
+        raise UsageError(f"{args.results}: no runs of that shape, source length and batch")
     ref = next((r for r in rows if r["variant"] == args.reference), rows[0])
     for r in rows:  # runs of separate commands: compare their tokens through the digests
         r["identical"] = r["tokens_sha1"] == ref["tokens_sha1"]
@@ -343,11 +400,13 @@ def report_main(argv: Optional[Sequence[str]] = None) -> None:
         print(line)
 
 
+@entry_point("fairseq-el-roofline")
 def roofline_main(argv: Optional[List[str]] = None) -> None:
     """The roofline model of EL speed-ups on GPUs beside the paper's V100 figures."""
-    from fairseq_el.bench.analytic import GB, GPUS, SEARCHES, table
+    from fairseq_el.bench.analytic import GB, GPUS, table
+    from fairseq_el.bench.shapes import SEARCHES
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fairseq-el-roofline", description="Roofline EL speed-ups on GPUs vs the paper"
     )
     parser.add_argument("--gpus", nargs="+", default=list(GPUS), choices=sorted(GPUS))

@@ -104,15 +104,22 @@ def _convert_ct2(hf, symbols: Sequence[str], paths: Dict[str, str]) -> str:
     return ""
 
 
+def check_peers(names: Sequence[str], shape: str) -> None:
+    """A UsageError unless every peer is known and the shape is one peers can run."""
+    from fairseq_el.usage import UsageError
+
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise UsageError(f"--peers: unknown {unknown}; known: {', '.join(PEERS)}")
+    if not SHAPES[shape].arch.startswith("bart"):
+        raise UsageError("--peers needs a BART shape (bart-base, bart-large, tiny-bart)")
+
+
 def run_peers(config: Config, names: Sequence[str], args, env: Dict) -> List[Dict]:
     """Fairseq (stock, EL) and peer rows on one HF-born BART, printed as one table."""
     from fairseq_el.bench.report import run_table
 
-    unknown = [n for n in names if n not in PEERS]
-    if unknown:
-        raise SystemExit(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
-    if not SHAPES[config.shape].arch.startswith("bart"):
-        raise SystemExit("--peers needs a BART shape (bart-base, bart-large, tiny-bart)")
+    check_peers(names, config.shape)
     if config.search == "diverse" and "hf" in names:
         print("note: transformers 5 has no built-in diverse (group) beam search; hf row skipped")
         names = [n for n in names if n != "hf"]

@@ -5,7 +5,10 @@ carries the machine load measured with it, because other processes skew CPU timi
 """
 
 import json
+from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
+
+from fairseq_el.files import atomic_write, write_text
 
 MIB = 1 << 20
 
@@ -116,9 +119,12 @@ def state_table(states: Dict[str, Dict[str, int]], embedding: Dict[str, int]) ->
 
 
 def write_jsonl(path: str, records: Iterable[Dict]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+    """Append ``records`` to the JSON lines file ``path``, atomically: all of them or none."""
+    old = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"  # a torn last line stays torn, but the new records start on their own line
+    new = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records)
+    write_text(path, old + new)
 
 
 def plot_sweep(rows: Sequence[Dict], path: str, title: str) -> None:
@@ -126,7 +132,9 @@ def plot_sweep(rows: Sequence[Dict], path: str, title: str) -> None:
     try:
         import matplotlib
     except ImportError as err:
-        raise SystemExit("plots need matplotlib: pip install 'fairseq-el[bench]'") from err
+        from fairseq_el.usage import UsageError
+
+        raise UsageError("--plot needs matplotlib: pip install 'fairseq-el[bench]'") from err
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -150,5 +158,6 @@ def plot_sweep(rows: Sequence[Dict], path: str, title: str) -> None:
     axes[0].legend()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)

@@ -15,9 +15,30 @@ from typing import List, Optional
 
 import yaml
 
-from fairseq_el.recipes import compare, finetune, prepare, runner, sources
-from fairseq_el.recipes.config import load_config
+from fairseq_el.manifest import check_complete
+from fairseq_el.recipes import compare, finetune, prepare, sources
+from fairseq_el.recipes.config import TaskConfig, load_config
 from fairseq_el.recipes.paths import BPE_DIR, DATA_ROOT_HELP, RUNS_DIR, data_root
+from fairseq_el.usage import (
+    Parser,
+    UsageError,
+    at_least,
+    entry_point,
+    input_dir,
+    input_file,
+    output_dir,
+)
+
+OVERWRITE_HELP = "replace a previous run of other inputs or settings in the output directory"
+
+
+def task_config(value: str) -> TaskConfig:
+    """``--config``: a task name or YAML path, loaded and checked; a UsageError naming it."""
+    try:
+        return load_config(value)
+    except (ValueError, KeyError, TypeError, FileNotFoundError, yaml.YAMLError) as err:
+        raise UsageError(f"--config {value}: {err}") from None
+
 
 # ---------------------------------------------------------------- fairseq-el-prepare
 FORMATS = {
@@ -30,22 +51,28 @@ FORMATS = {
 
 def read_pairs(args: argparse.Namespace) -> List[sources.Pair]:
     if args.format == "lines":
-        if not (args.source and args.target):
-            raise SystemExit("--format lines needs --source and --target")
-        return sources.read_line_pairs(args.source, args.target)
-    if not args.input:
-        raise SystemExit(f"--format {args.format} needs --input")
+        if not (args.source and args.target) or args.input:
+            raise UsageError("--format lines takes --source and --target (not --input)")
+        return sources.read_line_pairs(
+            input_file("--source", args.source), input_file("--target", args.target)
+        )
+    if not args.input or args.source or args.target:
+        raise UsageError(f"--format {args.format} takes --input (not --source/--target)")
     if args.format == "stories":
+        for path in args.input:
+            if not path.exists():
+                raise UsageError(f"--input {path}: no such file or directory")
         return sources.read_stories(args.input)
     if len(args.input) != 1:
-        raise SystemExit(f"--format {args.format} takes one --input file")
+        raise UsageError(f"--format {args.format} takes one --input file")
+    input_file("--input", args.input[0])
     if args.format == "xsum-jsonl":
         return sources.read_xsum_jsonl(args.input[0])
     return sources.read_squad_qg(args.input[0])
 
 
 def prepare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fairseq-el-prepare",
         description="Raw XSum / CNN/DM / SQuAD QG text to fairseq binaries.",
         formatter_class=argparse.RawTextHelpFormatter,
@@ -71,35 +98,40 @@ def prepare_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpe-dir", type=Path, default=BPE_DIR, help="encoder.json and vocab.bpe")
     p.add_argument("--dict", type=Path, default=BPE_DIR / "dict.txt", help="fairseq dict.txt")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     return p  # fmt: skip
 
 
+@entry_point("fairseq-el-prepare")
 def prepare_main(argv: Optional[List[str]] = None) -> None:
     args = prepare_parser().parse_args(argv)
     limits = {"source": 1024, "target": 1024}
     if args.config:
-        config = load_config(args.config)
+        config = task_config(args.config)
         limits = {"source": config.max_source_positions, "target": config.max_target_positions}
-    limits["source"] = args.max_source_positions or limits["source"]
-    limits["target"] = args.max_target_positions or limits["target"]
+    for side in limits:
+        given = getattr(args, f"max_{side}_positions")
+        limits[side] = limits[side] if given is None else given
+        at_least(f"--max-{side}-positions", limits[side], prepare.MIN_POSITIONS)
+    at_least("--workers", args.workers, 1)
+    for name in ("encoder.json", "vocab.bpe"):
+        input_file("--bpe-dir", input_dir("--bpe-dir", args.bpe_dir) / name)
+    input_file("--dict", args.dict)
+    output_dir("--out", args.out)
     pairs = read_pairs(args)
+    splits = prepare.split_pairs(pairs, args.splits)
     print(f"read {len(pairs)} {args.format} pairs; position limits {limits}", flush=True)
     prepare.prepare(
-        prepare.split_pairs(pairs, args.splits),
-        args.out,
-        limits["source"],
-        limits["target"],
-        args.bpe_dir,
-        args.dict,
-        args.workers,
-    )
+        splits, args.out, limits["source"], limits["target"], args.bpe_dir, args.dict,
+        args.workers, args.overwrite,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- fairseq-el-run-task
 
 
 def run_task_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fairseq-el-run-task",
         description="Generate with a task config (stock, EL or --compare) and score.",
     )
@@ -114,30 +146,60 @@ def run_task_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, help="intra-op threads of fairseq-generate")
     p.add_argument("--out", type=Path, default=RUNS_DIR / "run_task")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     return p
 
 
+@entry_point("fairseq-el-run-task")
 def run_task_main(argv: Optional[List[str]] = None) -> None:
     args = run_task_parser().parse_args(argv)
-    config = load_config(args.config)
+    config = task_config(args.config)
+    check_run_task_args(args, config)
     common = dict(subset=args.subset, variant=args.variant, batch_size=args.batch_size,
-                  threads=args.threads)  # fmt: skip
+                  threads=args.threads, overwrite=args.overwrite)  # fmt: skip
     if args.compare:
         result = compare.compare(config, args.checkpoint, args.data, args.out, **common)
         print(compare.table(result), flush=True)
         sys.exit(1 if result.differing else 0)
-    run = runner.run(config, args.checkpoint, args.data, args.out, el=args.el, **common)
+    run = compare.run_one(config, args.checkpoint, args.data, args.out, el=args.el, **common)
     for name, value in run.scores.items():
         print(f"{name}: {value:.2f}")
     print(f"generation {run.generation_seconds:.1f} s, peak RSS {run.peak_rss_mb:.0f} MiB")
     print(f"hypotheses: {args.out / run.mode / 'hypotheses.txt'}")
 
 
+def check_run_task_args(args: argparse.Namespace, config: TaskConfig) -> None:
+    """Everything run-task can check before it generates anything."""
+    from fairseq_el.convert.checkpoint import checkpoint_arch, load_checkpoint, model_config
+    from fairseq_el.models.architectures import is_el_arch
+
+    at_least("--batch-size", args.batch_size, 1)
+    at_least("--threads", args.threads, 1)
+    if args.variant is not None and args.variant not in config.variants:
+        known = ", ".join(sorted(config.variants)) or "none"
+        raise UsageError(f"--variant {args.variant}: not in {config.path} (known: {known})")
+    data = input_dir("--data", args.data)
+    check_complete("--data", data)
+    for side in ("source", "target"):
+        input_file("--data", data / f"dict.{side}.txt")
+        input_file("--data", data / f"{args.subset}.source-target.{side}.idx")
+    output_dir("--out", args.out)
+    state = load_checkpoint(input_file("--checkpoint", args.checkpoint), mmap=True)
+    arch = checkpoint_arch(state)
+    if is_el_arch(arch) and not (args.el or args.compare):
+        kv_heads = getattr(model_config(state), "decoder_kv_heads", None)
+        if kv_heads is not None:
+            raise UsageError(
+                f"--checkpoint {args.checkpoint}: a grouped-query {arch} checkpoint has no stock "
+                "equivalent: pass --el"
+            )
+
+
 # ---------------------------------------------------------------- fairseq-el-finetune
 
 
 def finetune_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fairseq-el-finetune",
         description="Fine-tune BART on a task with fairseq-train (published or toy scale).",
     )
@@ -164,17 +226,27 @@ def finetune_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
+@entry_point("fairseq-el-finetune")
 def finetune_main(argv: Optional[List[str]] = None) -> None:
     args = finetune_parser().parse_args(argv)
     overrides = {}
     for item in args.set:
         name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects OPTION=VALUE, got {item!r}")
-        overrides[name] = yaml.safe_load(value)
+        if not sep or not name:
+            raise UsageError(f"--set expects OPTION=VALUE, got {item!r}")
+        try:
+            overrides[name] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise UsageError(f"--set {item}: the value is not YAML ({err})") from None
     if args.restore_file:
-        overrides["restore-file"] = args.restore_file
-    config = load_config(args.config)
+        overrides["restore-file"] = str(input_file("--restore-file", args.restore_file))
+    at_least("--toy", args.toy, 1)
+    at_least("--toy-max-tokens", args.toy_max_tokens, 1)
+    at_least("--threads", args.threads, 1)
+    config = task_config(args.config)
+    if not args.dry_run:
+        input_file("--data", input_dir("--data", args.data) / "dict.source.txt")
+        output_dir("--save-dir", args.save_dir)
     argv_ = finetune.finetune_argv(
         config, args.data, args.save_dir, args.toy, args.toy_max_tokens, overrides
     )
@@ -187,8 +259,9 @@ def finetune_main(argv: Optional[List[str]] = None) -> None:
 # ---------------------------------------------------------------- fairseq-el-demo
 
 
+@entry_point("fairseq-el-demo")
 def demo_main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fairseq-el-demo",
         description="XSum, CNN/DM and SQuAD QG samples, small models, stock vs EL, report.",
     )
@@ -196,20 +269,24 @@ def demo_main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="default: runs/demo[_quick]")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per child process")
     p.add_argument("--data-root", type=Path, help=DATA_ROOT_HELP)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     args = p.parse_args(argv)
-    out = args.out or RUNS_DIR / ("demo_quick" if args.quick else "demo")
+    at_least("--threads", args.threads, 1)
+    out = output_dir("--out", args.out or RUNS_DIR / ("demo_quick" if args.quick else "demo"))
+    root = data_root(args.data_root)
     from fairseq_el.recipes.demo import run_demo
 
-    run_demo(args.quick, out, args.threads, data_root(args.data_root, "fairseq-el-demo"))
+    run_demo(args.quick, out, args.threads, root, args.overwrite)
 
 
 # ---------------------------------------------------------------- fairseq-el-gqa-study
+@entry_point("fairseq-el-gqa-study")
 def gqa_study_main(argv: Optional[List[str]] = None) -> None:
     """Steps already done in ``--out-dir`` (binarized data, checkpoints) are reused; results are
     appended to ``<out-dir>/results.jsonl`` as they come, and the table is printed at the end."""
     from fairseq_el.recipes.gqa_study import VARIANTS, Budget, format_table, run_study
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="fairseq-el-gqa-study",
         description="Train stock, multi-query and grouped-query Transformers on SQuAD QG; "
         "compare them and EL (docs/gqa_study.md).",
@@ -224,6 +301,8 @@ def gqa_study_main(argv: Optional[List[str]] = None) -> None:
     )
     p.add_argument("--data-root", type=Path, help=DATA_ROOT_HELP)
     args = p.parse_args(argv)
+    at_least("--max-update", args.max_update, 1)
+    output_dir("--out-dir", args.out_dir)
     budget = Budget.quick() if args.quick else Budget()
     if args.max_update is not None:
         budget = Budget(**{**budget.__dict__, "max_update": args.max_update})
@@ -231,6 +310,6 @@ def gqa_study_main(argv: Optional[List[str]] = None) -> None:
     unknown = [name for name in args.variants.split(",") if name not in by_name]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {list(by_name)}")
-    root = data_root(args.data_root, "fairseq-el-gqa-study")
+    root = data_root(args.data_root)
     rows = run_study(args.out_dir, budget, [by_name[n] for n in args.variants.split(",")], root)
     print(format_table(rows))

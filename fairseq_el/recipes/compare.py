@@ -5,10 +5,13 @@ equal; what may differ is time and memory.
 """
 
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
+from fairseq_el.files import write_json
+from fairseq_el.manifest import RunDir
 from fairseq_el.recipes import runner
 from fairseq_el.recipes.config import TaskConfig
 from fairseq_el.recipes.runner import RunResult
@@ -25,6 +28,63 @@ class Comparison:
         return sum(a != b for a, b in zip(self.stock.hypotheses, self.el.hypotheses))
 
 
+def run_dir(
+    kind: str,
+    config: TaskConfig,
+    checkpoint: Path,
+    data_dir: Path,
+    out_dir: Path,
+    settings: Dict[str, Any],
+    overwrite: bool,
+) -> RunDir:
+    """The run directory of a run-task or compare run: resumed when the same run is repeated."""
+    inputs = {"checkpoint": Path(checkpoint), "data": Path(data_dir)}
+    if config.path is not None:
+        inputs["config"] = Path(config.path)
+    return RunDir(out_dir, kind, settings, inputs, overwrite)
+
+
+def generate(
+    run: RunDir,
+    config: TaskConfig,
+    checkpoint: Path,
+    data_dir: Path,
+    el: bool,
+    **same: Any,
+) -> RunResult:
+    """One mode (stock or EL) of ``run``: reloaded if a previous attempt completed it."""
+    mode = "el" if el else "stock"
+    result_file = run.path / mode / "result.json"
+    if run.is_done(mode) and result_file.is_file():
+        return RunResult(**json.loads(result_file.read_text(encoding="utf-8")))
+    shutil.rmtree(run.path / mode, ignore_errors=True)  # what an interrupted attempt left
+    result = runner.run(config, checkpoint, data_dir, run.path, el=el, **same)
+    write_json(result_file, asdict(result))
+    run.done(mode)
+    return result
+
+
+def run_one(
+    config: TaskConfig,
+    checkpoint: Path,
+    data_dir: Path,
+    out_dir: Path,
+    el: bool,
+    subset: str = "test",
+    variant: Optional[str] = None,
+    batch_size: int = 16,
+    threads: Optional[int] = None,
+    overwrite: bool = False,
+) -> RunResult:
+    """One run-task run, stock or EL, into ``out_dir/<mode>``; resumable, never mixed."""
+    settings = dict(subset=subset, variant=variant, batch_size=batch_size, el=el)
+    run = run_dir("run-task", config, checkpoint, data_dir, out_dir, settings, overwrite)
+    result = generate(run, config, checkpoint, data_dir, el, subset=subset, variant=variant,
+                      batch_size=batch_size, threads=threads)  # fmt: skip
+    run.finish([f"{result.mode}/hypotheses.txt", f"{result.mode}/result.json"])
+    return result
+
+
 def compare(
     config: TaskConfig,
     checkpoint: Path,
@@ -34,14 +94,18 @@ def compare(
     variant: Optional[str] = None,
     batch_size: int = 16,
     threads: Optional[int] = None,
+    overwrite: bool = False,
 ) -> Comparison:
-    """Run stock, then EL; write ``out_dir/comparison.json`` with both runs."""
+    """Run stock, then EL; ``out_dir/comparison.json`` is written once both are done."""
+    settings = dict(subset=subset, variant=variant, batch_size=batch_size)
+    run = run_dir("compare", config, checkpoint, data_dir, out_dir, settings, overwrite)
     same = dict(subset=subset, variant=variant, batch_size=batch_size, threads=threads)
-    stock = runner.run(config, checkpoint, data_dir, out_dir, el=False, **same)
-    el = runner.run(config, checkpoint, data_dir, out_dir, el=True, **same)
+    stock = generate(run, config, checkpoint, data_dir, el=False, **same)
+    el = generate(run, config, checkpoint, data_dir, el=True, **same)
     result = Comparison(stock, el)
     record = {"stock": asdict(stock), "el": asdict(el), "differing": result.differing}
-    (Path(out_dir) / "comparison.json").write_text(json.dumps(record, indent=1), "utf-8")
+    write_json(run.path / "comparison.json", record)
+    run.finish(["comparison.json", "stock/hypotheses.txt", "el/hypotheses.txt"])
     return result
 
 

@@ -59,7 +59,14 @@ def resolve(config: str) -> Path:
 def load_config(config: str) -> TaskConfig:
     """Read and check a task config (unknown keys and metrics are errors, not ignored)."""
     path = resolve(config)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ValueError(f"{path}: {where}not YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a task config (a YAML mapping)")
     try:
         task = TaskConfig(**raw, path=path)
     except TypeError as error:

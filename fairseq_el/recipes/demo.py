@@ -6,6 +6,7 @@ settings stock and EL, and writes ``<out>/report.md`` after every task. Scores o
 are low; the point is that EL's hypotheses and scores equal stock's, and what each costs.
 """
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Callable, List
 from fairseq.data import Dictionary
 
 from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.manifest import RunDir
 from fairseq_el.recipes import compare, finetune, prepare, report, sources
 from fairseq_el.recipes.config import load_config
 from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR, RUNS_DIR
@@ -59,8 +61,8 @@ def demo_tasks(quick: bool, root: Path = DATA_DIR) -> List[DemoTask]:
     ]
 
 
-def run_task(task: DemoTask, out_dir: Path, threads: int) -> report.TaskOutcome:
-    """Prepare, train, compare one task; everything under ``out_dir/<task>``."""
+def run_task(task: DemoTask, out_dir: Path, threads: int, run: RunDir) -> report.TaskOutcome:
+    """Prepare, train, compare one task; everything under ``out_dir/<task>``, resumable."""
     config = load_config(task.name)
     work = out_dir / task.name
     start = time.perf_counter()
@@ -68,14 +70,20 @@ def run_task(task: DemoTask, out_dir: Path, threads: int) -> report.TaskOutcome:
     reports = prepare.prepare(
         splits, work / "data", config.max_source_positions, config.max_target_positions
     )
-    argv = finetune.finetune_argv(
-        config,
-        work / "data",
-        work / "model",
-        toy_updates=task.updates,
-        toy_max_tokens=TOY_MAX_TOKENS,
-    )
-    checkpoint = finetune.train(argv, threads=threads)
+    step = f"{task.name}/train"
+    if run.is_done(step):
+        checkpoint = Path(run.record(step))
+    else:
+        shutil.rmtree(work / "model", ignore_errors=True)  # never continue a half-trained model
+        argv = finetune.finetune_argv(
+            config,
+            work / "data",
+            work / "model",
+            toy_updates=task.updates,
+            toy_max_tokens=TOY_MAX_TOKENS,
+        )
+        checkpoint = finetune.train(argv, threads=threads)
+        run.done(step, str(checkpoint))
     comparison = compare.compare(
         config, checkpoint, work / "data", work / "generate", batch_size=32, threads=threads
     )
@@ -124,17 +132,23 @@ def finish(
 
 
 def run_demo(
-    quick: bool, out_dir: Path = RUNS_DIR / "demo", threads: int = 1, root: Path = DATA_DIR
+    quick: bool,
+    out_dir: Path = RUNS_DIR / "demo",
+    threads: int = 1,
+    root: Path = DATA_DIR,
+    overwrite: bool = False,
 ) -> Path:
-    """Run every task (and, unless ``quick``, the bart_base-size run), reporting after each."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outcomes: List[report.TaskOutcome] = []
-    steps = [lambda t=task: run_task(t, out_dir, threads) for task in demo_tasks(quick, root)]
+    """Run every task (and, unless ``quick``, the bart_base-size run); the report comes last.
+
+    ``out_dir`` holds one demo run (its manifest says which and what is done): the same demo
+    again resumes what is missing; another one is refused unless ``overwrite``.
+    """
+    run = RunDir(Path(out_dir), "demo", {"quick": quick}, {"data": Path(root)}, overwrite)
+    outcomes = [run_task(task, run.path, threads, run) for task in demo_tasks(quick, root)]
     if not quick:
-        steps.append(lambda: run_scale(out_dir, threads, root))
-    for step in steps:
-        outcomes.append(step())
-        path = report.write_report(out_dir, outcomes, quick)
+        outcomes.append(run_scale(run.path, threads, root))
+    path = report.write_report(run.path, outcomes, quick)
+    outputs = [path.name] + [p.name for p in run.path.glob("*.png")]
+    run.finish(outputs)
     print(f"report: {path}", flush=True)
     return path

@@ -27,6 +27,7 @@ from fairseq.dataclass.configs import GenerationConfig
 
 import fairseq_el
 from fairseq_el.bench.state import StateMeter
+from fairseq_el.files import write_text
 from fairseq_el.models.architectures import stock_arch
 from fairseq_el.recipes import scoring
 from fairseq_el.recipes.paths import DATA_DIR
@@ -120,7 +121,7 @@ def prepare_data(out_dir: Path, budget: Budget, root: Path = DATA_DIR) -> Path:
     for split, pairs in split_pairs(src_lines, tgt_lines, budget).items():
         for i, lang in enumerate((SRC, TGT)):
             text = "".join(pair[i] + "\n" for pair in pairs)
-            (raw / f"{split}.{lang}").write_text(text, encoding="utf-8")
+            write_text(raw / f"{split}.{lang}", text)
     run([
         sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", SRC, "--target-lang", TGT,
         "--trainpref", str(raw / "train"), "--validpref", str(raw / "valid"),

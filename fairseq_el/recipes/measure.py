@@ -10,7 +10,6 @@ live memory. The model classes are recorded because ``--model-overrides`` is the
 makes a stock checkpoint load as an EL model: the runner checks the class instead of trusting it.
 """
 
-import json
 import logging
 import os
 import re
@@ -23,6 +22,8 @@ from typing import Callable, List, Optional
 from fairseq import checkpoint_utils
 from fairseq.tasks.fairseq_task import FairseqTask
 from fairseq_cli import generate
+
+from fairseq_el.files import write_json
 
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -115,8 +116,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "baseline_rss_mb": baseline,
         "decoding_rss_rise_mb": decoding.rise_mb(),
     }
-    with open(result_path, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
+    write_json(result_path, result)
 
 
 if __name__ == "__main__":

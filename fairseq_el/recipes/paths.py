@@ -1,6 +1,5 @@
 """Where the shipped assets are: package data, so commands work from any install."""
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -13,13 +12,16 @@ RUNS_DIR = Path("runs")  # default output root, relative to the working director
 DATA_ROOT_HELP = "folder of the shipped samples (default: the package's own data)"
 
 
-def data_root(option: Optional[Path], prog: str) -> Path:
-    """``--data-root`` if given, else the package data; exits with one line if it is missing."""
+def data_root(option: Optional[Path]) -> Path:
+    """``--data-root`` if given, else the package data; a UsageError if it is missing."""
+    from fairseq_el.usage import UsageError
+
     root = Path(option) if option is not None else DATA_DIR
     if not (root / "squad_qg_du2017").is_dir():
         where = f"--data-root {root}" if option is not None else f"package data at {root}"
-        sys.exit(f"{prog}: no shipped samples in {where}; pass --data-root DIR (a checkout's "
-                 "fairseq_el/data)")  # fmt: skip
+        raise UsageError(
+            f"no shipped samples in {where}; pass --data-root DIR (a checkout's fairseq_el/data)"
+        )
     return root
 
 

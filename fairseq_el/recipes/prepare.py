@@ -6,8 +6,12 @@ fairseq's ``S.source-target.{source,target}.{bin,idx}`` plus ``dict.{source,targ
 fairseq-translation sources end in ``</s>``, so a limit of N positions keeps N - 1 BPE tokens.
 """
 
+import dataclasses
+import hashlib
 import logging
+import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -15,9 +19,12 @@ from typing import Dict, List, Sequence, Tuple
 from fairseq import options
 from fairseq_cli import preprocess
 
+from fairseq_el import manifest
+from fairseq_el.files import write_text
 from fairseq_el.recipes.bpe import GPT2BPE
 from fairseq_el.recipes.paths import BPE_DIR, require_file
 from fairseq_el.recipes.sources import Pair
+from fairseq_el.usage import UsageError
 
 SIDES = ("source", "target")
 
@@ -92,9 +99,9 @@ def write_split(
         encoded, truncated[side], longest[side] = encode_side(texts, bpe, max_positions[side])
         check_dictionary(encoded, symbols, dict_path, f"{split}.{side}")
         bpe_lines = "".join(" ".join(tokens) + "\n" for tokens in encoded)
-        (out_dir / f"{split}.bpe.{side}").write_text(bpe_lines, encoding="utf-8")
+        write_text(out_dir / f"{split}.bpe.{side}", bpe_lines)
         raw_lines = "".join(text + "\n" for text in texts)
-        (out_dir / f"{split}.raw.{side}").write_text(raw_lines, encoding="utf-8")
+        write_text(out_dir / f"{split}.raw.{side}", raw_lines)
     return SplitReport(split, len(pairs), truncated, longest)
 
 
@@ -124,6 +131,9 @@ def binarize(argv: List[str]) -> None:
             handler.close()
 
 
+MIN_POSITIONS = 2  # a source of N positions keeps N - 1 BPE tokens: 1 would leave it empty
+
+
 def prepare(
     splits: Dict[str, Sequence[Pair]],
     out_dir: Path,
@@ -132,22 +142,57 @@ def prepare(
     bpe_dir: Path = BPE_DIR,
     dict_path: Path = BPE_DIR / "dict.txt",
     workers: int = 1,
+    overwrite: bool = False,
 ) -> List[SplitReport]:
-    """Encode, truncate (reported) and binarize every split into ``out_dir``."""
+    """Encode, truncate (reported) and binarize every split into ``out_dir``.
+
+    The directory appears complete or not at all: it is built beside ``out_dir`` and renamed
+    into place with its manifest. The same preparation again returns the recorded reports; a
+    different one into a used directory is refused unless ``overwrite``.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bpe, symbols = GPT2BPE(bpe_dir), dictionary_symbols(dict_path)
     limits = {"source": max_source_positions, "target": max_target_positions}
+    for side, limit in limits.items():
+        if limit < MIN_POSITIONS:
+            raise UsageError(
+                f"--max-{side}-positions must be at least {MIN_POSITIONS}, not {limit}: a "
+                f"{side} of N positions keeps N - 1 BPE tokens and the end-of-sentence"
+            )
+    config = {
+        "limits": limits,
+        "splits": {name: [len(pairs), pairs_digest(pairs)] for name, pairs in splits.items()},
+    }
+    ident = manifest.identity("prepare", config, {"bpe": Path(bpe_dir), "dict": Path(dict_path)})
+    old = manifest.claim(out_dir, ident, overwrite, "--out")
+    if old is not None and old.get("status") == manifest.COMPLETE:
+        print(f"{out_dir}: already prepared from the same pairs and settings", flush=True)
+        return [SplitReport(**r) for r in old["completed"]["splits"]]
+    building = out_dir.parent / f".{out_dir.name}.partial"
+    shutil.rmtree(building, ignore_errors=True)  # what an interrupted preparation left
+    building.mkdir(parents=True)
+    bpe, symbols = GPT2BPE(bpe_dir), dictionary_symbols(dict_path)
     reports = [
-        write_split(out_dir, split, pairs, bpe, symbols, dict_path, limits)
+        write_split(building, split, pairs, bpe, symbols, dict_path, limits)
         for split, pairs in splits.items()
     ]
-    argv = preprocess_argv(out_dir, list(splits), dict_path, workers)
+    argv = preprocess_argv(building, list(splits), dict_path, workers)
     print("fairseq-preprocess " + shlex.join(argv), flush=True)
     binarize(argv)
+    record = {"splits": [dataclasses.asdict(r) for r in reports]}
+    manifest.write_manifest(building, ident, manifest.COMPLETE, record)
+    shutil.rmtree(out_dir, ignore_errors=True)  # empty, or an incomplete run of this identity
+    os.replace(building, out_dir)
     for report in reports:
         print("prepared " + report.summary(), flush=True)
     return reports
+
+
+def pairs_digest(pairs: Sequence[Pair]) -> str:
+    """SHA-256 of the pairs' text: the same pairs prepare the same data."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        digest.update(f"{pair.source}\t{pair.target}\n".encode())
+    return digest.hexdigest()
 
 
 def split_pairs(pairs: Sequence[Pair], spec: str) -> Dict[str, List[Pair]]:
@@ -161,9 +206,11 @@ def split_pairs(pairs: Sequence[Pair], spec: str) -> Dict[str, List[Pair]]:
         elif size.isdigit():
             end = start + int(size)
         else:
-            raise ValueError(f"bad split size in {part!r}: use a number or 'rest'")
+            raise UsageError(f"--splits: bad size in {part!r}: use a number or 'rest'")
         if end > len(pairs) or end <= start:
-            raise ValueError(f"split {part!r} needs examples {start + 1}..{end}; have {len(pairs)}")
+            raise UsageError(
+                f"--splits: {part!r} needs examples {start + 1}..{end}; have {len(pairs)}"
+            )
         out[name.strip()] = list(pairs[start:end])
         start = end
     return out

@@ -9,6 +9,7 @@ from typing import List, Optional
 import fairseq
 import torch
 
+from fairseq_el.files import atomic_write, write_text
 from fairseq_el.recipes.compare import Comparison, table
 from fairseq_el.recipes.prepare import SplitReport
 
@@ -58,7 +59,8 @@ def plot(out_dir: Path, outcomes: List[TaskOutcome]) -> Optional[Path]:
     axes[0].legend()
     fig.tight_layout()
     path = out_dir / "resources.png"
-    fig.savefig(path, dpi=100)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
     return path
 
@@ -80,7 +82,7 @@ def examples(outcome: TaskOutcome, count: int = 2) -> List[str]:
 
 
 def write_report(out_dir: Path, outcomes: List[TaskOutcome], quick: bool) -> Path:
-    """(Re)write ``out_dir/report.md`` for the tasks done so far."""
+    """Write ``out_dir/report.md`` (atomically) for the tasks done."""
     lines = [
         f"# fairseq-el demo ({'quick' if quick else 'default'} mode)",
         "",
@@ -102,5 +104,5 @@ def write_report(out_dir: Path, outcomes: List[TaskOutcome], quick: bool) -> Pat
     else:
         lines.append(f"![stock vs EL: time and memory]({figure.name})")
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")
     return path

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import torch
+
 import fairseq_el
 from fairseq_el.convert.checkpoint import checkpoint_arch as read_arch
 from fairseq_el.convert.checkpoint import load_checkpoint
-from fairseq_el.models.architectures import el_arch
+from fairseq_el.files import write_text
+from fairseq_el.models.architectures import el_arch, stock_arch
 from fairseq_el.recipes.bpe import GPT2BPE
 from fairseq_el.recipes.config import TaskConfig, option_args
 from fairseq_el.recipes.paths import BPE_DIR, require_file
@@ -70,17 +73,24 @@ def generate_argv(
     variant: Optional[str] = None,
     batch_size: int = 16,
     bpe_dir: Path = BPE_DIR,
+    cpu: Optional[bool] = None,
 ) -> List[str]:
-    """fairseq-generate arguments: the config's search settings, local GPT-2 BPE, no size skips."""
+    """fairseq-generate arguments: the config's search settings, local GPT-2 BPE, no size skips.
+
+    ``cpu``: pass ``--cpu``; ``None`` (default) passes it only where torch sees no CUDA device.
+    """
     argv = [str(data_dir), "--path", str(checkpoint), "--task", "translation"]
     argv += ["--source-lang", "source", "--target-lang", "target", "--gen-subset", subset]
-    argv += ["--batch-size", str(batch_size), "--results-path", str(results_dir), "--cpu"]
+    argv += ["--batch-size", str(batch_size), "--results-path", str(results_dir)]
+    if cpu or (cpu is None and not torch.cuda.is_available()):
+        argv.append("--cpu")
     # fairseq-generate's default multiple of 8 silently drops the last examples of a short set
     argv += ["--required-batch-size-multiple", "1"]
     argv += ["--user-dir", fairseq_el.USER_DIR, *GPT2BPE(bpe_dir).fairseq_args()]
     argv += option_args(config.generation_options(variant))
-    if el:
-        name = el_arch(checkpoint_arch(checkpoint))
+    arch = checkpoint_arch(checkpoint)
+    name = el_arch(arch) if el else stock_arch(arch)
+    if name != arch:
         argv += ["--model-overrides", repr({"arch": name, "_name": name})]
     return argv
 
@@ -125,13 +135,15 @@ def run(
     batch_size: int = 16,
     bpe_dir: Path = BPE_DIR,
     threads: Optional[int] = None,
+    cpu: Optional[bool] = None,
 ) -> RunResult:
-    """Generate in a child process (own peak memory), check the model class, score."""
+    """Generate in a child process (own peak memory), check the model class, score. ``cpu``: as
+    :func:`generate_argv` (default: CPU only where there is no CUDA device)."""
     mode = "el" if el else "stock"
     out_dir = Path(out_dir) / mode
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = generate_argv(
-        config, checkpoint, data_dir, out_dir, el, subset, variant, batch_size, bpe_dir
+        config, checkpoint, data_dir, out_dir, el, subset, variant, batch_size, bpe_dir, cpu
     )
     print(f"[{mode}] fairseq-generate " + shlex.join(argv), flush=True)
     measured = out_dir / "measure.json"
@@ -146,7 +158,7 @@ def run(
     if sorted(hyp_by_id) != list(range(len(references))):
         raise RuntimeError(f"[{mode}] {len(hyp_by_id)} hypotheses for {len(references)} examples")
     hypotheses = [hyp_by_id[i] for i in range(len(references))]
-    (out_dir / "hypotheses.txt").write_text("".join(h + "\n" for h in hypotheses), "utf-8")
+    write_text(out_dir / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
     return RunResult(
         mode=mode,
         hypotheses=hypotheses,

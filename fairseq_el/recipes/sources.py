@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence
 
-from fairseq_el.recipes.paths import require_file
+from fairseq_el.usage import InputError, read_text
 
 # abisee/cnn-dailymail make_datafiles.py: a line not ending in one of these gets " ."
 END_TOKENS = (".", "!", "?", "...", "'", "`", '"', "\u2019", "\u201d", ")")
@@ -22,7 +22,7 @@ class Pair:
     target: str
 
 
-class EmptyLineError(ValueError):
+class EmptyLineError(InputError):
     """An empty source or target: fairseq would drop or misalign it, so we refuse it."""
 
 
@@ -33,7 +33,7 @@ def one_line(text: str) -> str:
 
 def read_lines(path: Path) -> List[str]:
     """Lines of a text file; an empty (or all-whitespace) line is an error naming its number."""
-    lines = require_file(Path(path), "text file").read_text(encoding="utf-8").split("\n")
+    lines = read_text(Path(path), "text file").split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start an empty one
     for number, line in enumerate(lines, start=1):
@@ -46,7 +46,7 @@ def read_line_pairs(source_path: Path, target_path: Path) -> List[Pair]:
     """Parallel line files (XSum documents/summaries, CNN/DM or Du et al. source/target)."""
     sources, targets = read_lines(source_path), read_lines(target_path)
     if len(sources) != len(targets):
-        raise ValueError(
+        raise InputError(
             f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}"
         )
     return [Pair(s, t) for s, t in zip(sources, targets)]
@@ -55,11 +55,16 @@ def read_line_pairs(source_path: Path, target_path: Path) -> List[Pair]:
 def read_xsum_jsonl(path: Path) -> List[Pair]:
     """XSum as JSON lines ``{"document", "summary"}`` (the Hugging Face layout)."""
     pairs = []
-    text = require_file(Path(path), "XSum JSON lines").read_text(encoding="utf-8")
+    text = read_text(Path(path), "XSum JSON lines file")
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             raise EmptyLineError(f"{path}: line {number} is empty")
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            raise InputError(f"{path}: line {number}: not JSON ({err})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: line {number}: not a JSON object")
         for field in ("document", "summary"):
             if not str(record.get(field, "")).strip():
                 raise EmptyLineError(f"{path}: line {number} has an empty {field!r}")
@@ -99,10 +104,8 @@ def read_stories(paths: Sequence[Path]) -> List[Pair]:
     for path in map(Path, paths):
         files.extend(sorted(path.glob("*.story")) if path.is_dir() else [path])
     if not files:
-        raise FileNotFoundError(f"no .story files in {', '.join(map(str, paths))}")
-    return [
-        parse_story(require_file(f, "story").read_text(encoding="utf-8"), str(f)) for f in files
-    ]
+        raise InputError(f"no .story files in {', '.join(map(str, paths))}")
+    return [parse_story(read_text(f, "story"), str(f)) for f in files]
 
 
 def read_squad_qg(path: Path, separator: str = QG_SEPARATOR) -> List[Pair]:
@@ -111,7 +114,24 @@ def read_squad_qg(path: Path, separator: str = QG_SEPARATOR) -> List[Pair]:
     Unanswerable SQuAD 2.0 questions are skipped; the first gold answer is used, as in the QG
     literature built on SQuAD 1.1.
     """
-    data = json.loads(require_file(Path(path), "SQuAD JSON").read_text(encoding="utf-8"))
+    text = read_text(Path(path), "SQuAD JSON file")
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise InputError(f"{path}: line {getattr(err, 'lineno', '?')}: not JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise InputError(f"{path}: not SQuAD JSON (no 'data' list)")
+    pairs = []
+    try:
+        pairs = _squad_pairs(data, path, separator)
+    except (KeyError, TypeError, IndexError) as err:
+        raise InputError(f"{path}: not SQuAD JSON (missing or malformed field {err})") from None
+    if not pairs:
+        raise InputError(f"{path}: no answerable questions")
+    return pairs
+
+
+def _squad_pairs(data: dict, path: Path, separator: str) -> List[Pair]:
     pairs = []
     for article in data["data"]:
         for paragraph in article["paragraphs"]:
@@ -123,6 +143,4 @@ def read_squad_qg(path: Path, separator: str = QG_SEPARATOR) -> List[Pair]:
                 if not answer or not question:
                     raise EmptyLineError(f"{path}: question {qa.get('id')} has an empty field")
                 pairs.append(Pair(answer + separator + context, question))
-    if not pairs:
-        raise ValueError(f"{path}: no answerable questions")
     return pairs

@@ -37,19 +37,19 @@ def checkpoint(tmp_path_factory):
 @pytest.mark.parametrize("task", sorted(TASK_SAMPLES))
 def test_stock_and_el_agree(task, checkpoint, tmp_path):
     config = load_config(task)
-    data = tmp_path / "data"
+    data, out = tmp_path / "data", tmp_path / "out"
     prepare.prepare({"test": TASK_SAMPLES[task]()}, data, config.max_source_positions, 128)
     if task == "cnndm":  # through the command line, as a user runs it
         with pytest.raises(SystemExit) as exit_:
             cli.run_task_main(
                 ["--config", task, "--checkpoint", str(checkpoint), "--data", str(data),
-                 "--compare", "--threads", "1", "--out", str(tmp_path)]
+                 "--compare", "--threads", "1", "--out", str(out)]
             )  # fmt: skip
         assert exit_.value.code == 0  # non-zero when any hypothesis differs
-        record = json.loads((tmp_path / "comparison.json").read_text("utf-8"))
+        record = json.loads((out / "comparison.json").read_text("utf-8"))
         stock, el, differing = record["stock"], record["el"], record["differing"]
     else:
-        result = compare.compare(config, checkpoint, data, tmp_path, threads=1)
+        result = compare.compare(config, checkpoint, data, out, threads=1)
         stock, el, differing = vars(result.stock), vars(result.el), result.differing
     assert differing == 0 and stock["hypotheses"] == el["hypotheses"]
     assert stock["scores"] == el["scores"]

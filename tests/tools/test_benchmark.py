@@ -10,6 +10,7 @@ from fairseq_el.bench.models import VARIANTS, build_variant
 from fairseq_el.bench.runner import run_variant
 from fairseq_el.bench.shapes import Config
 from fairseq_el.bench.state import Dims, LinearState, expected_bytes
+from fairseq_el.usage import UsageError
 
 TINY = Config("tiny-transformer", src_len=7, batch=3, beam=4, steps=5)
 TINY_DIMS = Dims(layers=2, embed_dim=16, encoder_dim=16, heads=4, dtype_bytes=4)
@@ -46,10 +47,12 @@ def test_state_bytes_exact_by_hand():
         # per-beam: rows 12 -> 4x the encoder output and encoder-decoder cache
         "stock-per-beam": {"encoder_out": 10884, "encdec_cache": 22176, "self_cache": 18432},
         # EL: rows 3, encoder_embedding dropped (7*3*16*4 + 3*7 + 3*4 = 1377), plus the int64
-        # row->sentence map (12*8); no encoder-decoder cache
-        "el": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 18432},
-        # EL self-attention: layer inputs (2 layers * 12 * 6 * 16 * 4)
-        "el-sa": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 9216},
+        # row->sentence map (12*8); no encoder-decoder cache. Its in-place self-attention cache
+        # has room for 16 positions (capacity(6)): K/V 2*12*16*32*4 + int64 ancestry 12*16*8
+        # per layer, 2 layers
+        "el": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 52224},
+        # EL self-attention: layer inputs (2 layers * 12 * 16 * (16 * 4 + 8 ancestry))
+        "el-sa": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 27648},
     }
     torch.set_num_threads(1)
     for variant, parts in hand.items():
@@ -83,7 +86,7 @@ def test_bad_arguments_are_refused():
         Config("tiny-bart", 7, 3, 3, 5, search="diverse")
     with pytest.raises(ValueError, match="unknown shape"):
         Config("nope", 7, 3, 4, 5)
-    with pytest.raises(SystemExit, match="batch="):
+    with pytest.raises(UsageError, match="batch="):
         cli.main(["--shape", "tiny-bart", "--src-len", "7", "--batch", "3", "--beam", "4",
                   "--steps", "5", "--sweep", "beam=1,2"])  # fmt: skip
 

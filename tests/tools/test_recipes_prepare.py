@@ -78,7 +78,7 @@ def test_empty_lines_are_refused_with_their_number(tmp_path):
 
 
 def test_bad_inputs_have_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="text file not found"):
+    with pytest.raises(sources.InputError, match="no such text file"):
         sources.read_lines(tmp_path / "missing.txt")
     (tmp_path / "a").write_text("x\ny\n", encoding="utf-8")
     (tmp_path / "b").write_text("x\n", encoding="utf-8")
