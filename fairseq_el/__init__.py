@@ -6,13 +6,15 @@ applies the version-guarded fixes in :mod:`fairseq_el.compat`.
 
 import os
 
-from fairseq_el.compat import checkpoints, diverse_beam, ngram_repeat
+from fairseq_el.compat import checkpoints, diverse_beam, ngram_repeat, numpy2
 
 checkpoints.apply()
 diverse_beam.apply()
 ngram_repeat.apply()
+numpy2.apply()
 
 from fairseq_el import models, tasks  # noqa: E402  (registration needs the fixes above first)
+from fairseq_el.hub import from_pretrained  # noqa: E402, F401  (fairseq's hub interface, EL)
 
 __version__ = "0.1.0"
 USER_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -32,6 +32,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """The device of a parity test: "cpu" always, "cuda" too where CUDA is available (the test
+    ids end in ``-cpu`` / ``-cuda``, so ``-k cuda`` selects the CUDA half)."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def trained_transformer():
     """A 2-layer Transformer trained to reverse its input; returns (model, task, dictionary)."""

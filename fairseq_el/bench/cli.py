@@ -349,7 +349,7 @@ def cli_main() -> None:
     main()
 
 
-@entry_point("fairseq-el-bench-report")
+@entry_point("fairseq-el-gpu-check")
 def gpu_check_main(argv: Optional[Sequence[str]] = None) -> None:
     """``fairseq-el-gpu-check``: see :mod:`fairseq_el.bench.gpu_check`."""
     from fairseq_el.bench.gpu_check import main as gpu_check
@@ -357,6 +357,7 @@ def gpu_check_main(argv: Optional[Sequence[str]] = None) -> None:
     gpu_check(argv)
 
 
+@entry_point("fairseq-el-bench-report")
 def report_main(argv: Optional[Sequence[str]] = None) -> None:
     """Re-table runs from a JSON lines file, e.g. runs of one shape made by separate commands;
     "identical" is then recomputed against the reference's token digest."""

@@ -11,7 +11,7 @@ import gc
 import os
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from fairseq import options
@@ -53,7 +53,7 @@ def memory_reset(device: str) -> None:
     (``malloc_trim``): glibc keeps freed heap pages resident, which would count in the peak.
     """
     if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
         return
     gc.collect()
     try:
@@ -68,8 +68,8 @@ def memory_now_and_peak(device: str) -> Dict[str, float]:
     mib = 1 << 20
     if device.startswith("cuda"):
         return {
-            "memory_mib": torch.cuda.memory_allocated() / mib,
-            "peak_memory_mib": torch.cuda.max_memory_allocated() / mib,
+            "memory_mib": torch.cuda.memory_allocated(device) / mib,
+            "peak_memory_mib": torch.cuda.max_memory_allocated(device) / mib,
             "peak_memory_kind": "cuda max allocated",
         }
     fields = {}
@@ -109,14 +109,17 @@ def model_dims(model: torch.nn.Module, dtype: str) -> Dict[str, int]:
     }
 
 
-def run_variant(config: Config, variant: str, repeats: int = 3) -> Dict:
-    """Measure ``variant`` on ``config``; returns timings, state bytes, peak memory and tokens."""
-    model, task = build_variant(config, variant)
+def run_variant(config: Config, variant: str, repeats: int = 3, built: Optional[Tuple] = None
+                ) -> Dict:  # fmt: skip
+    """Measure ``variant`` on ``config``; returns timings, state bytes, peak memory and tokens.
+    ``built``: the ``(model, task)`` of :func:`build_variant` for it, reused (a batch sweep)."""
+    model, task = build_variant(config, variant) if built is None else built
     lm = config.checkpoint == "" and SHAPES[config.shape].is_lm
     gen_args = generation_args(config.generation_argv(lm=lm))
     dictionary = task.source_dictionary if not lm else task.dictionary
     sample = synthetic_sample(config, len(dictionary), dictionary.eos(), lm)
-    sync = torch.cuda.synchronize if config.device.startswith("cuda") else (lambda: None)
+    cuda = config.device.startswith("cuda")
+    sync = (lambda: torch.cuda.synchronize(config.device)) if cuda else (lambda: None)
 
     def generate(meter: bool):
         generator = task.build_generator([model], gen_args)

@@ -145,6 +145,9 @@ def run_task_parser() -> argparse.ArgumentParser:
     mode.add_argument("--compare", action="store_true", help="stock and EL side by side")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, help="intra-op threads of fairseq-generate")
+    p.add_argument(
+        "--cpu", action="store_true", help="generate on CPU (default: CUDA where torch sees it)"
+    )
     p.add_argument("--out", type=Path, default=RUNS_DIR / "run_task")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     return p
@@ -156,7 +159,8 @@ def run_task_main(argv: Optional[List[str]] = None) -> None:
     config = task_config(args.config)
     check_run_task_args(args, config)
     common = dict(subset=args.subset, variant=args.variant, batch_size=args.batch_size,
-                  threads=args.threads, overwrite=args.overwrite)  # fmt: skip
+                  threads=args.threads, overwrite=args.overwrite,
+                  cpu=True if args.cpu else None)  # fmt: skip
     if args.compare:
         result = compare.compare(config, args.checkpoint, args.data, args.out, **common)
         print(compare.table(result), flush=True)

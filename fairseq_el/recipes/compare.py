@@ -75,12 +75,13 @@ def run_one(
     batch_size: int = 16,
     threads: Optional[int] = None,
     overwrite: bool = False,
+    cpu: Optional[bool] = None,
 ) -> RunResult:
     """One run-task run, stock or EL, into ``out_dir/<mode>``; resumable, never mixed."""
-    settings = dict(subset=subset, variant=variant, batch_size=batch_size, el=el)
+    settings = dict(subset=subset, variant=variant, batch_size=batch_size, el=el, cpu=cpu)
     run = run_dir("run-task", config, checkpoint, data_dir, out_dir, settings, overwrite)
     result = generate(run, config, checkpoint, data_dir, el, subset=subset, variant=variant,
-                      batch_size=batch_size, threads=threads)  # fmt: skip
+                      batch_size=batch_size, threads=threads, cpu=cpu)  # fmt: skip
     run.finish([f"{result.mode}/hypotheses.txt", f"{result.mode}/result.json"])
     return result
 
@@ -95,11 +96,12 @@ def compare(
     batch_size: int = 16,
     threads: Optional[int] = None,
     overwrite: bool = False,
+    cpu: Optional[bool] = None,
 ) -> Comparison:
     """Run stock, then EL; ``out_dir/comparison.json`` is written once both are done."""
-    settings = dict(subset=subset, variant=variant, batch_size=batch_size)
+    settings = dict(subset=subset, variant=variant, batch_size=batch_size, cpu=cpu)
     run = run_dir("compare", config, checkpoint, data_dir, out_dir, settings, overwrite)
-    same = dict(subset=subset, variant=variant, batch_size=batch_size, threads=threads)
+    same = dict(subset=subset, variant=variant, batch_size=batch_size, threads=threads, cpu=cpu)
     stock = generate(run, config, checkpoint, data_dir, el=False, **same)
     el = generate(run, config, checkpoint, data_dir, el=True, **same)
     result = Comparison(stock, el)

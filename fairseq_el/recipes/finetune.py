@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
+
 import fairseq_el
 from fairseq_el.recipes.config import TaskConfig, option_args
 from fairseq_el.recipes.runner import thread_env
@@ -19,11 +21,12 @@ from fairseq_el.recipes.runner import thread_env
 def toy_options(
     max_update: int, max_tokens: int = 2048, dim: int = 64, layers: int = 2
 ) -> Dict[str, Any]:
-    """Overrides that turn the bart.large recipe into a from-scratch CPU run of ``max_update``."""
+    """Overrides that turn the bart.large recipe into a small from-scratch run of ``max_update``
+    (on CPU where torch sees no CUDA device)."""
     return {
         "restore-file": None,  # no bart.large here: random initialisation
         "reset-optimizer": False, "reset-dataloader": False, "reset-meters": False,
-        "fp16": False, "find-unused-parameters": False, "cpu": True,
+        "fp16": False, "find-unused-parameters": False, "cpu": not torch.cuda.is_available(),
         "arch": "bart_base",
         "encoder-layers": layers, "decoder-layers": layers,
         "encoder-embed-dim": dim, "decoder-embed-dim": dim,

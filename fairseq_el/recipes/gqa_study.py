@@ -154,7 +154,8 @@ def train(variant: Variant, bin_dir: Path, out_dir: Path, budget: Budget) -> Pat
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--clip-norm", "1.0",
         "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
         "--warmup-updates", str(budget.warmup_updates), "--max-tokens", str(budget.max_tokens),
-        "--max-update", str(budget.max_update), "--seed", str(budget.seed), "--cpu",
+        "--max-update", str(budget.max_update), "--seed", str(budget.seed),
+        *([] if torch.cuda.is_available() else ["--cpu"]),
         "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--no-save-optimizer-state",
         "--log-format", "simple", "--log-interval", "50", "--num-workers", "0",
     ], out_dir / f"train-{variant.name}.log")  # fmt: skip

@@ -5,6 +5,7 @@ differ in length.
 """
 
 import pytest
+from fairseq import utils
 
 from fairseq_el.testing import build_translation_model
 
@@ -53,10 +54,11 @@ def models():
 
 @pytest.mark.parametrize("name", list(OPTIONS))
 @pytest.mark.parametrize("model_name", ["transformer", "bart"])
-def test_random_model_parity(models, model_name, name):
+def test_random_model_parity(models, model_name, name, device):
     dictionary, pairs = models
     stock, el, task = pairs[model_name]
-    sample = make_batch(dictionary, LENGTHS, seed=3)
+    stock, el = stock.to(device), el.to(device)
+    sample = utils.apply_to_sample(lambda t: t.to(device), make_batch(dictionary, LENGTHS, seed=3))
     argv = DEFAULTS + OPTIONS[name]
     diff = assert_hypos_equal(generate(task, stock, sample, argv), generate(task, el, sample, argv))
     print(f"{model_name} {name}: identical tokens, max score diff {diff:.2e}")

@@ -52,11 +52,11 @@ GRID = list(
 
 
 @pytest.mark.parametrize("heads_dim,beam,padding,kdim", GRID)
-def test_incremental_matches_stock(heads_dim, beam, padding, kdim):
+def test_incremental_matches_stock(heads_dim, beam, padding, kdim, device):
     heads, head_dim = heads_dim
     embed_dim = heads * head_dim
     kdim = kdim or embed_dim
-    stock, el = pair(embed_dim, heads, kdim)
+    stock, el = (m.to(device) for m in pair(embed_dim, heads, kdim))
     bsz, src_len = 3, 7
     stock_state, el_state = {}, {}
     max_diff = 0.0
@@ -65,6 +65,8 @@ def test_incremental_matches_stock(heads_dim, beam, padding, kdim):
         if step > 0:
             query, _, _ = inputs(bsz, beam, 1, src_len, embed_dim, kdim, padding, seed=10 + step)
             _, enc, mask = inputs(bsz, beam, 1, src_len, embed_dim, kdim, padding, seed=0)
+        query, enc = query.to(device), enc.to(device)
+        mask = None if mask is None else mask.to(device)
         # stock Transformer: encoder output expanded per beam, projections cached
         exp_mask = None if mask is None else expand(mask, beam, 0)
         out_s, w_s = stock(
@@ -89,10 +91,10 @@ def test_incremental_matches_stock(heads_dim, beam, padding, kdim):
 
 @pytest.mark.parametrize("need_head_weights", [False, True])
 @pytest.mark.parametrize("tgt_len", [1, 3])
-def test_several_target_positions_and_head_weights(need_head_weights, tgt_len):
-    stock, el = pair(15, 5, 15, bias=True)
+def test_several_target_positions_and_head_weights(need_head_weights, tgt_len, device):
+    stock, el = (m.to(device) for m in pair(15, 5, 15, bias=True))
     beam = 2
-    query, enc, mask = inputs(2, beam, tgt_len, 6, 15, 15, padding=True)
+    query, enc, mask = (x.to(device) for x in inputs(2, beam, tgt_len, 6, 15, 15, padding=True))
     out_s, w_s = stock(
         query,
         expand(enc, beam, 1),

@@ -32,7 +32,7 @@ def pair(embed_dim, heads, bias=True):
 
 def full_forward(module, x):
     # static_kv only skips the F.multi_head_attention_forward fast path, which fails without biases
-    return module(x, x, x, attn_mask=causal_mask(x.size(0)), static_kv=True)[0]
+    return module(x, x, x, attn_mask=causal_mask(x.size(0)).to(x.device), static_kv=True)[0]
 
 
 def causal_mask(length):
@@ -41,11 +41,11 @@ def causal_mask(length):
 
 @pytest.mark.parametrize("heads,head_dim", [(1, 8), (3, 4), (4, 4), (5, 3)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_incremental_el_equals_stock_incremental_and_full(heads, head_dim, bias):
+def test_incremental_el_equals_stock_incremental_and_full(heads, head_dim, bias, device):
     embed_dim = heads * head_dim
-    stock, el = pair(embed_dim, heads, bias)
+    stock, el = (m.to(device) for m in pair(embed_dim, heads, bias))
     steps, bsz = 6, 4
-    x = torch.randn(steps, bsz, embed_dim, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(steps, bsz, embed_dim, generator=torch.Generator().manual_seed(1)).to(device)
     full = full_forward(stock, x)
     stock_state, el_state, out_s, out_e = {}, {}, [], []
     for t in range(steps):
@@ -53,7 +53,7 @@ def test_incremental_el_equals_stock_incremental_and_full(heads, head_dim, bias)
         out_s.append(stock(xt, xt, xt, incremental_state=stock_state)[0])
         out_e.append(el(xt, xt, xt, incremental_state=el_state)[0])
         if t == 2:  # a beam reorder in the middle, as beam search does
-            order = torch.tensor([1, 1, 3, 0])
+            order = torch.tensor([1, 1, 3, 0], device=device)
             stock.reorder_incremental_state(stock_state, order)
             el.reorder_incremental_state(el_state, order)
             x = x.index_select(1, order)

@@ -111,20 +111,22 @@ def test_parameter_shapes(kv_heads):
 
 
 @pytest.mark.parametrize("kv_heads", GROUPED)
-def test_self_attention_matches_stock_and_incremental(kv_heads):
+def test_self_attention_matches_stock_and_incremental(kv_heads, device):
     gqa = build(kv_heads, encdec=False)
-    stock = stock_twin(gqa)
-    x = torch.randn(7, 3, EMBED)  # (T, B, E)
-    full, weights = gqa(x, x, x, attn_mask=causal_mask(7), key_padding_mask=padding_mask(3, 7),
+    stock = stock_twin(gqa).to(device)
+    gqa = gqa.to(device)
+    x = torch.randn(7, 3, EMBED).to(device)  # (T, B, E)
+    causal, padding = causal_mask(7).to(device), padding_mask(3, 7).to(device)
+    full, weights = gqa(x, x, x, attn_mask=causal, key_padding_mask=padding,
                         need_head_weights=True)  # fmt: skip
-    ref, _ = stock(x, x, x, attn_mask=causal_mask(7), key_padding_mask=padding_mask(3, 7))
+    ref, _ = stock(x, x, x, attn_mask=causal, key_padding_mask=padding)
     ref_state: Dict = {}
     run_incremental(stock, x, state=ref_state)  # stock caches all H heads per position
     assert weights.shape == (HEADS, 3, 7, 7)
 
     state: Dict = {}
     inc = run_incremental(gqa, x, state=state)
-    full_causal, _ = gqa(x, x, x, attn_mask=causal_mask(7))
+    full_causal, _ = gqa(x, x, x, attn_mask=causal)
     d_stock, d_inc = max_diff(full, ref), max_diff(inc, full_causal)
     print(f"kv_heads={kv_heads} self-attn: |gqa-stock|={d_stock:.3g} |incr-full|={d_inc:.3g}")
     assert d_stock <= TOL and d_inc <= TOL
@@ -135,10 +137,12 @@ def test_self_attention_matches_stock_and_incremental(kv_heads):
 
 
 @pytest.mark.parametrize("kv_heads", GROUPED)
-def test_encoder_attention_matches_stock_and_incremental(kv_heads):
+def test_encoder_attention_matches_stock_and_incremental(kv_heads, device):
     gqa = build(kv_heads, encdec=True)
-    stock = stock_twin(gqa)
+    stock = stock_twin(gqa).to(device)
+    gqa = gqa.to(device)
     x, enc, enc_mask = torch.randn(5, 3, EMBED), torch.randn(6, 3, ENC_DIM), padding_mask(3, 6)
+    x, enc, enc_mask = x.to(device), enc.to(device), enc_mask.to(device)
     full, w_g = gqa(x, enc, enc, key_padding_mask=enc_mask, static_kv=True,
                     need_head_weights=True)  # fmt: skip
     ref, w_s = stock(x, enc, enc, key_padding_mask=enc_mask, static_kv=True,
