@@ -101,3 +101,38 @@ def exit_code(main, argv: Sequence[str]) -> int:
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else 1
     return code or 0
+
+
+# fairseq-generate output: H- and P- lines of stock and EL runs
+def parse(stdout: str, prefix: str) -> Dict[str, List[Tuple[List[float], str]]]:
+    """``H-12\\t-1.23\\ttext`` -> {"12": [([-1.23], "text")]}; P- lines: ([scores], "")."""
+    lines: Dict[str, List[Tuple[List[float], str]]] = {}
+    for line in stdout.splitlines():
+        if not line.startswith(prefix + "-"):
+            continue
+        fields = line.split("\t")
+        sid = fields[0][len(prefix) + 1 :]
+        if prefix == "H":
+            lines.setdefault(sid, []).append(([float(fields[1])], fields[2]))
+        else:
+            lines.setdefault(sid, []).append(([float(x) for x in fields[1].split()], ""))
+    return lines
+
+
+def assert_same_output(stock_out: str, el_out: str) -> int:
+    count = 0
+    for prefix in ("H", "P"):
+        stock, el = parse(stock_out, prefix), parse(el_out, prefix)
+        assert stock.keys() == el.keys() and stock, f"{prefix}- lines: different sentence ids"
+        for sid in stock:
+            for (s_nums, s_text), (e_nums, e_text) in zip(stock[sid], el[sid], strict=True):
+                assert s_text == e_text, f"{prefix}-{sid}: {s_text!r} != {e_text!r}"
+                assert len(s_nums) == len(e_nums)
+                # H- scores are printed at full precision; P- scores at 4 decimals, so two
+                # rounded values of nearly equal numbers may differ by one printed unit
+                tolerance = 1e-4 if prefix == "H" else 1e-4 + 1e-9
+                assert max(abs(a - b) for a, b in zip(s_nums, e_nums)) <= tolerance, (
+                    f"{prefix}-{sid}"
+                )
+                count += 1
+    return count

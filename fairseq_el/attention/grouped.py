@@ -15,7 +15,8 @@ from fairseq.modules.quant_noise import quant_noise
 from torch import Tensor, nn
 
 from fairseq_el.attention.base import AttentionBase, AttentionCall, IncrementalState
-from fairseq_el.attention.math import attention_weights
+from fairseq_el.attention.cache import DecodingCache
+from fairseq_el.attention.math import ancestral_attention, attention_weights
 
 
 class GroupedQueryAttention(AttentionBase):
@@ -23,9 +24,10 @@ class GroupedQueryAttention(AttentionBase):
 
     Parameter names are the stock ones; ``k_proj`` and ``v_proj`` map to ``kv_heads * head_dim``.
     With ``kv_heads == num_heads`` the module *is* the stock one: same parameters, same
-    initialisation from the same seed, and the stock forward. The incremental state has the stock
-    keys and layout, ``prev_key``/``prev_value`` of shape (batch, kv_heads, time, head_dim), so the
-    inherited ``reorder_incremental_state`` reorders it as it reorders the stock cache.
+    initialisation from the same seed, and the stock forward. With ``kv_heads < num_heads``,
+    incremental self-attention keeps ``prev_key``/``prev_value`` of shape (batch, kv_heads, time,
+    head_dim) in a :class:`~fairseq_el.attention.cache.DecodingCache`: written in place, reordered
+    by ancestry, read by :func:`~fairseq_el.attention.math.ancestral_attention`.
     """
 
     def __init__(
@@ -64,6 +66,8 @@ class GroupedQueryAttention(AttentionBase):
             self.reset_parameters()
 
     def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
+        if self.caches_in_place and call.incremental_state is not None and not call.before_softmax:
+            return self._cached_self_attention(call)
         if self.kv_heads == self.num_heads:
             return super().attend(call)
         if call.before_softmax:
@@ -83,6 +87,56 @@ class GroupedQueryAttention(AttentionBase):
             call.query, k, v, key_padding_mask, call.attn_mask, call.returns_weights,
             call.need_head_weights,
         )  # fmt: skip
+
+    @property
+    def caches_in_place(self) -> bool:
+        """Whether incremental self-attention keeps its keys and values in a
+        :class:`~fairseq_el.attention.cache.DecodingCache` (N < H here; with all heads this is
+        the stock module, stock cache included)."""
+        return self.self_attention and self.kv_heads != self.num_heads and not self.use_xformers
+
+    def reorder_incremental_state(
+        self, incremental_state: IncrementalState, new_order: Tensor
+    ) -> IncrementalState:
+        if not self.caches_in_place:
+            return super().reorder_incremental_state(incremental_state, new_order)
+        buffer = self._get_input_buffer(incremental_state)
+        DecodingCache(buffer).reorder(new_order)
+        return self._set_input_buffer(incremental_state, buffer)
+
+    def _cached_self_attention(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
+        """Incremental self-attention over keys and values written in place, read by ancestry."""
+        query = call.query
+        tgt_len, bsz, embed_dim = query.size()
+        assert call.incremental_state is not None
+        shape = (tgt_len, bsz, self.kv_heads, self.head_dim)
+        k = self.k_proj(query).view(shape).permute(1, 2, 0, 3)  # (N, K, t, D)
+        v = self.v_proj(query).view(shape).permute(1, 2, 0, 3)  # (N, K, t, D)
+        cache = DecodingCache(self._get_input_buffer(call.incremental_state))
+        slots = cache.append({"prev_key": k, "prev_value": v}, call.key_padding_mask)
+        self._set_input_buffer(call.incremental_state, cache.buffer)
+
+        group = self.num_heads // self.kv_heads  # query heads per key/value head
+        q = self.q_proj(query) * self.scaling  # (t, N, H*D)
+        q = q.view(tgt_len, bsz, self.kv_heads, group, self.head_dim)  # (t, N, K, G, D)
+        q = q.permute(1, 2, 3, 0, 4).reshape(bsz, self.kv_heads, group * tgt_len, -1)
+        # q: (N, K, G*t, D)
+        attn_mask = None if call.attn_mask is None else call.attn_mask.repeat(group, 1)
+        # attn_mask: (G*t, T)
+        ctx, probs = ancestral_attention(
+            q, slots["prev_key"], slots["prev_value"], cache.ancestry(), cache.padding(),
+            attn_mask, self.dropout_module,
+        )  # fmt: skip
+        # ctx: (N, K, G*t, D); probs: (N, K, G*t, T)
+        ctx = ctx.view(bsz, self.kv_heads, group, tgt_len, self.head_dim)  # (N, K, G, t, D)
+        attn = self.out_proj(ctx.permute(3, 0, 1, 2, 4).reshape(tgt_len, bsz, embed_dim))
+        # attn: (t, N, E)
+        weights: Optional[Tensor] = None
+        if call.returns_weights:
+            weights = probs.view(bsz, self.num_heads, tgt_len, -1).transpose(0, 1)  # (H, N, t, T)
+            if not call.need_head_weights:
+                weights = weights.mean(dim=0)  # (N, t, T)
+        return attn, weights
 
     def _keys_values(
         self,

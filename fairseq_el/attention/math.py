@@ -106,3 +106,53 @@ def el_attention(
         bias = bias.expand(-1, num_heads // bias.size(0), -1).reshape(num_heads, head_dim)
         out = out + mass * bias  # (H, D) broadcast
     return out, probs_float.view(groups, rows, num_heads, -1)
+
+
+def ancestral_attention(
+    q: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    ancestry: Optional[Tensor],
+    padding: Optional[Tensor] = None,
+    attn_mask: Optional[Tensor] = None,
+    dropout: Optional[Callable[[Tensor], Tensor]] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Attention of every hypothesis row over its own history, read from slots in place.
+
+    q: (N, K, M, D) scaled queries, M rows per key/value head (query heads of the head x steps);
+    keys, values: (N, K, T, D) per slot; ancestry: (G, g, T), N = G*g, the slot (within its
+    group) that holds each row's position t, or None when every row's history is its own slot
+    (:class:`~fairseq_el.attention.cache.DecodingCache`); padding: (N, T) per row, True at padding;
+    attn_mask: (M, T), added to the scores. Each group's queries score against every slot of the
+    group (g times the score FLOPs, no copy of the history); the ancestor's score is kept, its
+    weight alone is spread back for the weighted sum. Returns the context (N, K, M, D) and the
+    float weights (N, K, M, T), equal to stock attention over the reordered histories.
+    """
+    rows, kv, m, d = q.shape
+    length = keys.size(-2)
+    if ancestry is None:
+        scores = torch.matmul(q, keys.transpose(-1, -2))  # (N, K, M, T)
+    else:
+        groups, group, _ = ancestry.shape
+        per_slot = q.view(groups, 1, group, kv, m, d).transpose(2, 3)  # (G, 1, K, g, M, D)
+        per_slot = per_slot.expand(-1, group, -1, -1, -1, -1).reshape(rows, kv, group * m, d)
+        # per_slot: (N, K, g*M, D): a group's queries for each of its slots
+        every = torch.matmul(per_slot, keys.transpose(-1, -2))  # (N, K, g*M, T)
+        every = every.view(groups, group, kv, group, m, length)  # (G, g_slot, K, g_row, M, T)
+        index = ancestry.view(groups, 1, 1, group, 1, length).expand(-1, -1, kv, -1, m, -1)
+        # index: (G, 1, K, g_row, M, T)
+        scores = every.gather(1, index).squeeze(1).transpose(1, 2).reshape(rows, kv, m, length)
+        # scores: (N, K, M, T)
+    if attn_mask is not None:
+        scores = scores + attn_mask  # (M, T) broadcast
+    pad = None if padding is None else padding.view(rows, 1, 1, length)  # (N, 1, 1, T)
+    probs_float, probs = attention_weights(scores, pad, dropout)  # (N, K, M, T) each
+    if ancestry is None:
+        return torch.matmul(probs, values), probs_float  # (N, K, M, D), (N, K, M, T)
+    spread = probs.new_zeros(groups, group, kv, group, m, length)  # (G, g_slot, K, g_row, M, T)
+    by_row = probs.view(groups, group, kv, m, length).transpose(1, 2).unsqueeze(1)
+    # by_row: (G, 1, K, g_row, M, T)
+    spread.scatter_(1, index, by_row)
+    ctx = torch.matmul(spread.view(rows, kv, group * m, length), values)  # (N, K, g*M, D)
+    ctx = ctx.view(groups, group, kv, group, m, d).sum(1)  # (G, K, g_row, M, D)
+    return ctx.transpose(1, 2).reshape(rows, kv, m, d), probs_float  # (N, K, M, D), (N, K, M, T)

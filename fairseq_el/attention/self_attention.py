@@ -2,10 +2,10 @@
 
 from typing import Optional, Tuple
 
-import torch
 from torch import Tensor
 
-from fairseq_el.attention.base import AttentionBase, AttentionCall
+from fairseq_el.attention.base import AttentionBase, AttentionCall, IncrementalState
+from fairseq_el.attention.cache import DecodingCache
 from fairseq_el.attention.math import el_attention
 
 CACHE_KEY = "prev_input"  # (hypotheses, positions so far, C): the attention input of every step
@@ -16,39 +16,36 @@ class ELSelfAttention(AttentionBase):
 
     Stock incremental self-attention stores ``prev_key`` and ``prev_value`` (2C per position and
     hypothesis); this stores the attention input x itself (C) and attends with expanded queries
-    (:mod:`fairseq_el.attention.math`). The cache is reordered with the beam like the stock one
-    (the inherited ``reorder_incremental_state`` index-selects every buffer). Parameters and their
-    names are the stock ones. Full-sequence calls (training, scoring) are the stock forward.
+    (:mod:`fairseq_el.attention.math`). The inputs live in a
+    :class:`~fairseq_el.attention.cache.DecodingCache`: written in place, reordered by ancestry;
+    each step gathers every row's own history once. Parameters and their names are the stock ones.
+    Full-sequence calls (training, scoring) are the stock forward.
     """
 
+    @property
+    def caches_in_place(self) -> bool:
+        """Whether incremental calls use the cache; extra key slots keep the stock math."""
+        return self.bias_k is None and not self.add_zero_attn and not self.use_xformers
+
+    def reorder_incremental_state(
+        self, incremental_state: IncrementalState, new_order: Tensor
+    ) -> IncrementalState:
+        if not self.caches_in_place:
+            return super().reorder_incremental_state(incremental_state, new_order)
+        buffer = self._get_input_buffer(incremental_state)
+        DecodingCache(buffer).reorder(new_order)
+        return self._set_input_buffer(incremental_state, buffer)
+
     def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
-        # extra key slots (bias_k, zero attention) are not part of the identity: stock math
-        extra_slots = self.bias_k is not None or self.add_zero_attn
-        if (
-            call.incremental_state is None
-            or call.before_softmax
-            or extra_slots
-            or self.use_xformers
-        ):
+        if call.incremental_state is None or call.before_softmax or not self.caches_in_place:
             return super().attend(call)
         query, incremental_state = call.query, call.incremental_state
         tgt_len, bsz, embed_dim = query.size()
-        saved = self._get_input_buffer(incremental_state)
-        hidden = query.transpose(0, 1)  # (N, t, C)
-        prev = saved.get(CACHE_KEY)
-        if prev is not None:
-            hidden = torch.cat([prev, hidden], dim=1)  # (N, T, C)
-        src_len = hidden.size(1)
-        key_padding_mask = self._append_prev_key_padding_mask(
-            key_padding_mask=call.key_padding_mask,
-            prev_key_padding_mask=saved.get("prev_key_padding_mask"),
-            batch_size=bsz,
-            src_len=src_len,
-            static_kv=False,
-        )  # (N, T) or None
-        saved[CACHE_KEY] = hidden
-        saved["prev_key_padding_mask"] = key_padding_mask
-        self._set_input_buffer(incremental_state, saved)
+        cache = DecodingCache(self._get_input_buffer(incremental_state))
+        cache.append({CACHE_KEY: query.transpose(0, 1)}, call.key_padding_mask)  # (N, t, C)
+        self._set_input_buffer(incremental_state, cache.buffer)
+        hidden = cache.histories(CACHE_KEY)  # (N, T, C): each row's own inputs
+        key_padding_mask = cache.padding()  # (N, T) or None
 
         q = self.q_proj(query) * self.scaling  # (t, N, E)
         q = q.view(tgt_len, bsz, self.num_heads, self.head_dim).transpose(0, 1)  # (N, t, H, D)

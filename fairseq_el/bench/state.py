@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Set
 import torch
 from torch import nn
 
+from fairseq_el.attention.cache import capacity
+
 # The parts of the decoding state reported separately.
 PARTS = ("encoder_out", "encdec_cache", "self_cache", "other")
 
@@ -169,7 +171,9 @@ def expected_bytes(
     Encoder output: :func:`held_encoder_output`. Encoder-decoder cache: keys and values
     (rows, H, S, D) per layer plus the padding mask, which ``MultiheadAttention`` stores per layer
     as float32. Self-attention cache: keys and values (N, H, T, D) per layer; EL self-attention:
-    its layer inputs (N, T, C) per layer.
+    its layer inputs (N, T, C) per layer. EL models keep either in a
+    :class:`~fairseq_el.attention.cache.DecodingCache`: room for
+    :func:`~fairseq_el.attention.cache.capacity` positions, plus its ancestry under beam search.
     """
     b, L, S = dims.dtype_bytes, dims.layers, src_len
     n = batch * hyps
@@ -180,6 +184,12 @@ def expected_bytes(
         # keys, values and the padding mask fairseq stores as float32 (``.float()``)
         parts["encdec_cache"] = L * rows * S * (2 * dims.embed_dim * b + 4)
     per_position = dims.embed_dim if variant == "el-sa" else 2 * dims.embed_dim
-    parts["self_cache"] = L * n * positions * per_position * b
+    if variant.startswith("stock"):
+        parts["self_cache"] = L * n * positions * per_position * b
+    else:
+        # the in-place cache holds capacity(positions) positions, and, once beams reorder
+        # (hyps > 1), an int64 ancestry per hypothesis and position
+        ancestry = 8 if hyps > 1 else 0
+        parts["self_cache"] = L * n * capacity(positions) * (per_position * b + ancestry)
     parts["total"] = sum(parts[p] for p in PARTS)
     return parts

@@ -10,6 +10,7 @@ from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 
 from fairseq_el.attention.cross import ELMultiheadAttention
 from fairseq_el.attention.grouped import GroupedQueryAttention
+from fairseq_el.attention.kv_self_attention import KVSelfAttention
 from fairseq_el.attention.policy import ELPolicy
 from fairseq_el.attention.self_attention import ELSelfAttention
 from fairseq_el.models.options import ELOptions
@@ -22,8 +23,8 @@ class ELGroupedQueryAttention(ELMultiheadAttention, GroupedQueryAttention):
 class ELDecoderLayer(TransformerDecoderLayerBase):
     """Stock decoder layer whose encoder-decoder attention is EL attention.
 
-    Its self-attention is stock, EL (``--el-self-attention``) or grouped-query
-    (``--decoder-kv-heads``).
+    Its self-attention is stock with the in-place cache (:class:`KVSelfAttention`), EL
+    (``--el-self-attention``) or grouped-query (``--decoder-kv-heads``).
     """
 
     def __init__(
@@ -49,10 +50,15 @@ class ELDecoderLayer(TransformerDecoderLayerBase):
         heads = cfg.decoder.attention_heads
         if self.el_options.kv_heads is not None and not (add_bias_kv or add_zero_attn):
             return GroupedQueryAttention(embed_dim, heads, self.el_options.kv_heads, **common)
-        attention_cls = ELSelfAttention if self.el_options.self_attention else MultiheadAttention
-        return attention_cls(
-            embed_dim, heads, add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn, **common
-        )
+        if self.el_options.self_attention:
+            return ELSelfAttention(
+                embed_dim, heads, add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn, **common
+            )
+        if add_bias_kv or add_zero_attn:  # extra key slots: the stock module, stock cache
+            return MultiheadAttention(
+                embed_dim, heads, add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn, **common
+            )
+        return KVSelfAttention(embed_dim, heads, **common)
 
     def build_encoder_attention(self, embed_dim, cfg) -> ELMultiheadAttention:
         common = dict(

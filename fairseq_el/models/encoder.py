@@ -1,6 +1,6 @@
 """An encoder whose output stays at one row per sentence while generators work per hypothesis."""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from fairseq.models.transformer import TransformerEncoderBase
@@ -56,9 +56,7 @@ class ELTransformerEncoder(TransformerEncoderBase):
             rows[0] if len(rows) > 0 else torch.arange(num_sentences, device=new_order.device)
         )
         wanted = row_sentence.index_select(0, new_order)  # (N,) sentence of every new row
-        kept, row_to_kept = torch.unique(wanted, sorted=True, return_inverse=True)
-        if not _is_grouped(row_to_kept, kept.numel()):
-            kept, row_to_kept = wanted, torch.arange(wanted.numel(), device=wanted.device)
+        kept, row_to_kept = _sentences_in_blocks(wanted, row_sentence.numel(), num_sentences)
         if kept.numel() == num_sentences and bool(
             (kept == torch.arange(num_sentences, device=kept.device)).all()
         ):
@@ -82,6 +80,27 @@ def _num_sentences(encoder_out: Dict[str, List[Tensor]]) -> int:
     if len(encoder_out["encoder_out"]) > 0:
         return encoder_out["encoder_out"][0].size(1)  # (S, B, C)
     return encoder_out["src_tokens"][0].size(0)  # (B, S)
+
+
+def _sentences_in_blocks(wanted: Tensor, rows: int, num_sentences: int) -> Tuple[Tensor, Tensor]:
+    """The sentences kept (sorted) and the kept sentence of every row, when rows come in equal
+    blocks of increasing sentences; else every row its own entry (one row per hypothesis).
+
+    fairseq's generators keep ``rows / sentences`` rows per sentence (the first reorder sets it,
+    sentences then only leave), so one comparison checks that size without ``torch.unique``.
+    """
+    for size in dict.fromkeys((rows // num_sentences, wanted.numel() // num_sentences)):
+        if size < 1 or wanted.numel() % size != 0:
+            continue
+        blocks = wanted.view(-1, size)  # (B', size)
+        kept = blocks[:, 0]  # (B',)
+        if bool((blocks == kept[:, None]).all() and (kept[1:] > kept[:-1]).all()):
+            row_to_kept = torch.arange(kept.numel(), device=kept.device)
+            return kept, row_to_kept.repeat_interleave(size)  # (B',), (N,)
+    kept, row_to_kept = torch.unique(wanted, sorted=True, return_inverse=True)
+    if not _is_grouped(row_to_kept, kept.numel()):
+        kept, row_to_kept = wanted, torch.arange(wanted.numel(), device=wanted.device)
+    return kept, row_to_kept
 
 
 def _is_grouped(row_to_kept: Tensor, num_kept: int) -> bool:

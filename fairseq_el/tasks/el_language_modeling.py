@@ -3,11 +3,12 @@
 fairseq's ``SequenceGenerator`` feeds an LM prompt one token per step, running the decoder
 incrementally for every prompt position. ``--task el_language_modeling`` generates the same
 tokens and scores but runs the positions every prompt of the batch shares in one causal,
-full-sequence pass: it keeps the log-probabilities the generator will ask for at those steps, and
-fills each self-attention's incremental cache by calling that module once on the whole block
-(so each attention, stock, EL or grouped-query, writes its cache in its own layout). Prompts of
-different lengths: the shortest one sets the shared block; the rest is forced step by step, as
-upstream does.
+full-sequence pass, once per sentence: it keeps the log-probabilities the generator will ask for
+at those steps (each hypothesis row reads its sentence's, through a row -> sentence map that is
+all a reorder touches), and fills each self-attention's incremental cache by calling that module
+once on the whole block, repeated for the hypotheses (so each attention, stock, EL or
+grouped-query, writes its cache in its own layout). Prompts of different lengths: the shortest
+one sets the shared block; the rest is forced step by step, as upstream does.
 """
 
 import math
@@ -29,48 +30,59 @@ class PromptEnsembleModel(EnsembleModel):
     def __init__(self, models) -> None:
         super().__init__(models)
         self.prompt: Optional[Tensor] = None  # (B, L) prefix tokens, right-padded
-        self.prefilled: Optional[Tensor] = None  # (rows, P, V) log-probs of steps 0 .. P-1
+        self.prefilled: Optional[Tensor] = None  # (B, P, V) log-probs of steps 0 .. P-1
+        self.row_sentence: Optional[Tensor] = None  # (rows,) sentence of every hypothesis row
 
     def forward_decoder(self, tokens, encoder_outs, incremental_states, temperature: float = 1.0):
         step = tokens.size(1) - 1
         if step == 0:
-            self.prefilled = self._prefill(tokens, incremental_states, temperature)
+            self._prefill(tokens, incremental_states, temperature)
         if self.prefilled is not None and step < self.prefilled.size(1):
-            return self.prefilled[:, step], None
+            assert self.row_sentence is not None
+            return self.prefilled[self.row_sentence, step], None  # (rows, V)
+        self.prefilled = self.row_sentence = None  # past the shared prompt
         return super().forward_decoder(tokens, encoder_outs, incremental_states, temperature)
 
     def reorder_incremental_state(self, incremental_states, new_order: Tensor) -> None:
         super().reorder_incremental_state(incremental_states, new_order)
-        if self.prefilled is not None:
-            self.prefilled = self.prefilled.index_select(0, new_order)
+        if self.row_sentence is not None:
+            self.row_sentence = self.row_sentence.index_select(0, new_order)  # (rows,)
 
     def _prefill(
         self, tokens: Tensor, incremental_states: IncrementalStates, temperature: float
-    ) -> Optional[Tensor]:
+    ) -> None:
+        """One pass per sentence over BOS + the shared prompt; its log-probs answer those steps
+        for every hypothesis row, and each row's caches are filled as incremental decoding would."""
         if self.prompt is None or self.has_encoder() or not self.has_incremental_states():
-            return None
+            return
         pad = self.single_model.decoder.padding_idx
         shared = int(self.prompt.ne(pad).sum(1).min())  # prompt tokens every sentence forces
         if shared < 1:
-            return None
-        rows = self.prompt.repeat_interleave(tokens.size(0) // self.prompt.size(0), dim=0)
-        block = torch.cat([tokens[:, :1], rows[:, : shared - 1]], dim=1)  # (rows, P): BOS + prompt
+            return
+        sentences = self.prompt.size(0)
+        hyps = tokens.size(0) // sentences  # rows per sentence, contiguous
+        bos = tokens.view(sentences, hyps, -1)[:, 0, :1]  # (B, 1)
+        block = torch.cat([bos, self.prompt[:, : shared - 1]], dim=1)  # (B, P): BOS + prompt
         log_probs = [
-            self._prefill_model(model, block, state, temperature)
+            self._prefill_model(model, block, state, temperature, hyps)
             for model, state in zip(self.models, incremental_states)
         ]
+        self.row_sentence = torch.arange(sentences, device=tokens.device).repeat_interleave(hyps)
         if len(log_probs) == 1:
-            return log_probs[0]
-        return torch.logsumexp(torch.stack(log_probs), dim=0) - math.log(self.models_size)
+            self.prefilled = log_probs[0]
+        else:
+            stacked = torch.stack(log_probs)  # (models, B, P, V)
+            self.prefilled = torch.logsumexp(stacked, dim=0) - math.log(self.models_size)
 
     @staticmethod
-    def _prefill_model(model, block: Tensor, state, temperature: float) -> Tensor:
-        """Log-probs of every block position; fills ``state`` as incremental decoding would."""
+    def _prefill_model(model, block: Tensor, state, temperature: float, hyps: int) -> Tensor:
+        """Log-probs (B, P, V) of every block position; fills ``state`` for ``hyps`` rows per
+        sentence as incremental decoding would."""
         inputs: Dict[int, Tensor] = {}
 
         def keep_input(index):
             def hook(module, args, kwargs):
-                inputs[index] = kwargs["query"] if "query" in kwargs else args[0]  # (P, rows, C)
+                inputs[index] = kwargs["query"] if "query" in kwargs else args[0]  # (P, B, C)
 
             return hook
 
@@ -86,7 +98,7 @@ class PromptEnsembleModel(EnsembleModel):
                 hook.remove()
         causal = torch.triu(torch.full((block.size(1),) * 2, float("-inf")), 1).to(logits)
         for i, layer in enumerate(layers):
-            x = inputs[i]
+            x = inputs[i].repeat_interleave(hyps, dim=1)  # (P, B*k, C)
             layer.self_attn(x, x, x, incremental_state=state, need_weights=False, attn_mask=causal)
         return model.get_normalized_probs((logits.div_(temperature), extra), log_probs=True)
 
@@ -105,7 +117,7 @@ class PromptSequenceGenerator(SequenceGenerator):
         try:
             return super().generate(models, sample, **kwargs)
         finally:
-            self.model.prompt = self.model.prefilled = None
+            self.model.prompt = self.model.prefilled = self.model.row_sentence = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import pytest
 from fairseq.data import Dictionary, data_utils, indexed_dataset
@@ -20,6 +20,8 @@ import fairseq_el
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.recipes.paths import DATA_DIR
 from fairseq_el.testing import build_translation_model, tiny_args
+
+from helpers import assert_same_output, parse
 
 DATA = DATA_DIR / "cnndm_fastseq_bin"
 GENERATE = str(Path(sys.executable).parent / "fairseq-generate")
@@ -66,40 +68,6 @@ def fairseq_generate(data: Path, checkpoint: Path, *options: str) -> Tuple[str, 
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, done.stderr
-
-
-def parse(stdout: str, prefix: str) -> Dict[str, List[Tuple[List[float], str]]]:
-    """``H-12\\t-1.23\\ttext`` -> {"12": [([-1.23], "text")]}; P- lines: ([scores], "")."""
-    lines: Dict[str, List[Tuple[List[float], str]]] = {}
-    for line in stdout.splitlines():
-        if not line.startswith(prefix + "-"):
-            continue
-        fields = line.split("\t")
-        sid = fields[0][len(prefix) + 1 :]
-        if prefix == "H":
-            lines.setdefault(sid, []).append(([float(fields[1])], fields[2]))
-        else:
-            lines.setdefault(sid, []).append(([float(x) for x in fields[1].split()], ""))
-    return lines
-
-
-def assert_same_output(stock_out: str, el_out: str) -> int:
-    count = 0
-    for prefix in ("H", "P"):
-        stock, el = parse(stock_out, prefix), parse(el_out, prefix)
-        assert stock.keys() == el.keys() and stock, f"{prefix}- lines: different sentence ids"
-        for sid in stock:
-            for (s_nums, s_text), (e_nums, e_text) in zip(stock[sid], el[sid], strict=True):
-                assert s_text == e_text, f"{prefix}-{sid}: {s_text!r} != {e_text!r}"
-                assert len(s_nums) == len(e_nums)
-                # H- scores are printed at full precision; P- scores at 4 decimals, so two
-                # rounded values of nearly equal numbers may differ by one printed unit
-                tolerance = 1e-4 if prefix == "H" else 1e-4 + 1e-9
-                assert max(abs(a - b) for a, b in zip(s_nums, e_nums)) <= tolerance, (
-                    f"{prefix}-{sid}"
-                )
-                count += 1
-    return count
 
 
 @pytest.mark.parametrize(

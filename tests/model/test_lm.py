@@ -14,7 +14,6 @@ from typing import Dict, List
 import pytest
 import torch
 from fairseq.data import Dictionary
-from test_cli import assert_same_output
 
 import fairseq_el
 from fairseq_el.attention.self_attention import ELSelfAttention
@@ -26,6 +25,8 @@ from fairseq_el.testing import (
     make_dictionary,
     tiny_lm_args,
 )
+
+from helpers import assert_same_output
 
 TEXT = DATA_DIR / "xsum_pyrxsum" / "references.txt"
 BIN = Path(sys.executable).parent
