@@ -1,0 +1,159 @@
+"""``fairseq-el-generate``: fairseq-generate for a corpus, into JSONL; sharded, resumable.
+
+Examples::
+
+    fairseq-el-generate DATA --path model.pt --gen-subset test -s source -t target \\
+        --beam 4 --lenpen 2.0 --max-len-b 140 --min-len 55 --no-repeat-ngram-size 3 \\
+        --truncate-source --bpe gpt2 --batch-size auto --output test.jsonl
+    torchrun --nproc-per-node 8 -m fairseq_el.generate.cli DATA ... --output test.jsonl
+    fairseq-el-generate DATA --path model.pt --input articles.txt --output out.jsonl --resume
+
+Bad input: one line, exit status 2. Interrupted: exit status 130, the finished examples stay in
+``OUT.jsonl.parts`` for ``--resume``; ``OUT.jsonl`` exists only once every example is in it.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from fairseq_el.files import OutputError, write_json
+from fairseq_el.generate import ranks as ranks_mod
+from fairseq_el.generate.options import PROG, UsageError, fingerprint, parse
+from fairseq_el.generate.parts import PartsError, PartStore, PartWriter, dumps
+from fairseq_el.generate.report import Progress, as_dict, describe, score, summary
+from fairseq_el.generate.runner import Generation, Stats
+from fairseq_el.generate.source import TOO_LONG, read_lines
+
+logger = logging.getLogger("fairseq_el.generate")
+
+
+def setup_logging(ranks: ranks_mod.Ranks) -> None:
+    prefix = f"[rank {ranks.rank}] " if ranks.distributed else ""
+    logging.basicConfig(
+        format=f"%(asctime)s | %(levelname)s | %(name)s | {prefix}%(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        level=os.environ.get("LOGLEVEL", "INFO").upper() if ranks.main else logging.WARNING,
+        stream=sys.stderr,
+    )
+
+
+def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
+    output = Path(args.output)
+    store = PartStore(output)
+    plan, error = None, None
+    if ranks.main:
+        try:
+            plan = store.start(fingerprint(args), args.resume)
+        except (PartsError, OutputError) as err:
+            error = str(err)
+    plan, error = ranks_mod.broadcast(ranks, (plan, error))
+    if error:
+        raise PartsError(error)
+    gen = Generation(args, ranks)
+    examples = gen.examples()
+    references: Optional[List[str]] = None
+    if args.references:
+        references = read_lines(args.references, "--references")
+        if len(references) != examples.count:
+            raise UsageError(f"--references {args.references}: {len(references)} lines for "
+                             f"{examples.count} examples")  # fmt: skip
+
+    todo = examples.count - len(plan.done)
+    if args.resume:
+        torn = f" (ignored {plan.torn} torn last lines)" if plan.torn else ""
+        logger.info(f"resume: {len(plan.done)} of {examples.count} examples done in "
+                    f"{store.dir}{torn}, generating the {todo} missing")  # fmt: skip
+
+    mine = [i for i in range(examples.count) if ranks.owns(i) and i not in plan.done]
+    stats = Stats()
+    for i in mine:
+        if i in examples.skipped:
+            stats.skipped.setdefault(examples.skipped[i], []).append(i)
+    wanted = [i for i in mine if i not in examples.skipped]
+    dataset, id_of, indices = examples.dataset(wanted)
+    kept, dropped = gen.too_long(dataset, indices)
+    dropped_ids = [int(id_of[i]) for i in dropped]
+    problems = ranks_mod.gather(ranks, dropped_ids)
+    all_dropped = sorted(i for ids in problems for i in ids)
+    if all_dropped and not args.skip_invalid_size_inputs_valid_test:
+        shown = ", ".join(map(str, all_dropped[:10])) + (", ..." if len(all_dropped) > 10 else "")
+        raise UsageError(f"{len(all_dropped)} examples are longer than the model's positions "
+                         f"{gen.max_positions} (ids {shown}): pass --truncate-source, or "
+                         "--skip-invalid-size-inputs-valid-test to skip them")  # fmt: skip
+    if dropped_ids:
+        stats.skipped.setdefault(TOO_LONG, []).extend(dropped_ids)
+
+    writer = PartWriter(store.part(plan.attempt, ranks.rank, ranks.world))
+    parts = [store.part(plan.attempt, r, ranks.world) for r in range(ranks.world)]
+    progress = Progress(parts, todo, ranks.main and not args.no_progress_bar)
+    try:
+        writer.write(dumps({"id": i, "hypotheses": [], "skipped": reason})
+                     for reason, ids in sorted(stats.skipped.items()) for i in ids)  # fmt: skip
+        auto = gen.auto_batch(ranks.local_world) if args.batch_auto else None
+        longest = max(ranks_mod.gather(ranks, max(map(dataset.num_tokens, kept), default=0)))
+        if auto is not None and longest and auto.batch(auto.bucket(longest)) == 0:
+            raise UsageError(auto.explain(auto.bucket(longest), 0) + ": not even one sentence "
+                             "fits; raise --max-memory")  # fmt: skip
+        stats.truncated = gen.truncated_count(dataset, kept)
+        gen.run(dataset, id_of, kept, writer, auto, progress.refresh, stats)
+        ranks_mod.wait_all(ranks, progress.refresh)
+    finally:
+        writer.close()
+        progress.close()
+    gathered = ranks_mod.gather(ranks, as_dict(stats))
+    if not ranks.main:
+        return
+    store.merge(range(examples.count))
+    result = summary(gathered, examples.count, len(plan.done), settings(args, gen, ranks))
+    if references is not None:
+        result["scores"] = score(output, args.references, args.metric)
+    summary_path = output.with_name(output.name + ".summary.json")
+    write_json(summary_path, result)
+    print(describe(result, output, summary_path), file=sys.stderr)
+
+
+def settings(args: argparse.Namespace, gen: Generation, ranks: ranks_mod.Ranks) -> dict:
+    attention = "stock" if args.stock else "EL"
+    variants = sorted({m.variant for m in gen.memory})
+    dtype = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
+    return {"attention": f"{attention} ({', '.join(variants)})", "world_size": ranks.world,
+            "device": gen.device.type, "dtype": dtype,
+            "batch_rule": "auto" if args.batch_auto else (
+                f"--batch-size {args.batch_size}" if args.batch_size else
+                f"--max-tokens {args.max_tokens}")}  # fmt: skip
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console entry: exit 0 done, 2 bad input (one line), 130 interrupted, 1 other errors."""
+    ranks = ranks_mod.from_env()
+    output = None
+    try:
+        args = parse(argv)
+        output = Path(args.output)
+        setup_logging(ranks)
+        if args.sampling and args.sampling_seed == "global" and ranks.distributed:
+            raise UsageError(
+                "--sampling-seed global follows fairseq-generate's single-process "
+                "random stream; with several ranks use --sampling-seed per-example"
+            )
+        ranks_mod.init(ranks, output)
+        try:
+            generate(args, ranks)
+        finally:
+            ranks_mod.finish(ranks, output)
+    except (UsageError, PartsError, OutputError) as err:
+        if ranks.main or isinstance(err, OutputError):
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        where = f" in {PartStore(output).dir}" if output is not None else ""
+        print(f"{PROG}: interrupted; finished examples are kept{where}: rerun with --resume",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The command line: fairseq-generate's own parser, plus this tool's options.
+
+Every fairseq-generate argument is parsed by fairseq (``options.get_generation_parser``), so
+search options, tasks, ``--user-dir`` and model overrides mean what they mean there. Errors are
+one line naming the option, exit status 2 (:class:`UsageError`).
+"""
+
+import argparse
+import hashlib
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from fairseq import options
+from fairseq.dataclass.configs import GenerationConfig
+
+from fairseq_el.recipes.paths import BPE_DIR
+
+PROG = "fairseq-el-generate"
+BATCH_OPTIONS = ("--batch-size", "--max-sentences")
+SAMPLING_SEEDS = ("per-example", "global")
+# What decides the outputs, beside the generation options: a resumed run must agree on these.
+FINGERPRINT = (
+    "data", "gen_subset", "source_lang", "target_lang", "task", "path", "model_overrides",
+    "checkpoint_suffix", "stock", "fp16", "bf16", "seed", "truncate_source",
+    "max_source_positions", "max_target_positions", "skip_invalid_size_inputs_valid_test",
+    "sampling_seed", "skip_empty", "bpe", "tokenizer", "post_process", "gpt2_encoder_json",
+    "gpt2_vocab_bpe",
+)  # fmt: skip
+NOT_SUPPORTED = {
+    "lm_path": "--lm-path (shallow fusion): use fairseq-generate",
+    "constraints": "--constraints: use fairseq-interactive",
+    "print_alignment": "--print-alignment: use fairseq-generate",
+    "retain_iter_history": "--retain-iter-history: use fairseq-generate",
+    "replace_unk": "--replace-unk: use fairseq-generate",
+}
+
+
+class UsageError(ValueError):
+    """Bad input: one line for the user, exit status 2."""
+
+
+def _fail(message: str) -> None:
+    raise UsageError(message)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = options.get_generation_parser()
+    parser.prog = PROG
+    parser.error = _fail  # one line, not fairseq's page-long usage
+    # as fairseq-generate's cli_main, for tasks that read model args
+    parser.add_argument("--arch", "-a", metavar="ARCH", default="wav2vec2",
+                        help="model architecture, for tasks that read model args")  # fmt: skip
+    group = parser.add_argument_group("fairseq-el-generate")
+    group.add_argument(
+        "--output",
+        required=True,
+        metavar="OUT.jsonl",
+        help="one JSON record per example, in input order; written when all "
+        "examples are done (parts in OUT.jsonl.parts/ until then)",
+    )
+    group.add_argument(
+        "--input",
+        dest="raw_input",
+        metavar="FILE",
+        help="raw text, one source per line, encoded as fairseq-interactive "
+        "does (GPT-2 BPE from the shipped files unless --bpe is given); "
+        "DATA is then the folder of the dictionaries",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the examples in OUT.jsonl.parts and generate the rest",
+    )
+    group.add_argument(
+        "--stock",
+        action="store_true",
+        help="stock fairseq attention (default: EL, by the architecture override)",
+    )
+    group.add_argument(
+        "--skip-empty",
+        action="store_true",
+        help="skip empty --input lines (listed in the summary) instead of refusing them",
+    )
+    group.add_argument(
+        "--sampling-seed",
+        choices=SAMPLING_SEEDS,
+        default="per-example",
+        help="--sampling: per-example reseeds torch from (--seed, id) and decodes "
+        "each example alone (independent of sharding, batching, resume); "
+        "global seeds once and batches as fairseq-generate does (its exact "
+        "samples; one process, no --resume)",
+    )
+    group.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="GB",
+        help="budget for --batch-size auto (default: 90%% of the device's free "
+        "memory, shared by the ranks of a host on CPU)",
+    )
+    group.add_argument(
+        "--references",
+        metavar="FILE",
+        help="one reference per example, in input order: score the best "
+        "hypotheses (--metric) into OUT.jsonl.summary.json",
+    )
+    group.add_argument(
+        "--metric",
+        choices=("rouge", "bleu"),
+        default="rouge",
+        help="with --references: ROUGE (rouge-score) or sacreBLEU",
+    )
+    return parser  # fmt: skip
+
+
+def split_auto(argv: Sequence[str]) -> Tuple[List[str], bool]:
+    """Remove ``--batch-size auto`` (fairseq's option takes integers); whether it was there."""
+    out: List[str] = []
+    auto = False
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg in BATCH_OPTIONS and i + 1 < len(argv) and argv[i + 1] == "auto":
+            auto, skip = True, True
+        elif any(arg == f"{name}=auto" for name in BATCH_OPTIONS):
+            auto = True
+        else:
+            out.append(arg)
+    return out, auto
+
+
+def _value(argv: Sequence[str], name: str) -> Optional[str]:
+    """The value given to option ``name`` (last one wins), or None."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(name + "="):
+            found = arg[len(name) + 1 :]
+    return found
+
+
+def with_shipped_bpe(argv: List[str]) -> List[str]:
+    """``--input`` defaults to ``--bpe gpt2``; GPT-2 BPE reads the shipped files unless told
+    otherwise (fairseq would download the very same files)."""
+    given = any(a == "--input" or a.startswith("--input=") for a in argv)
+    if given and _value(argv, "--bpe") is None:
+        argv = [*argv, "--bpe", "gpt2"]
+    if _value(argv, "--bpe") == "gpt2":
+        if _value(argv, "--gpt2-encoder-json") is None:
+            argv = [*argv, "--gpt2-encoder-json", str(BPE_DIR / "encoder.json")]
+        if _value(argv, "--gpt2-vocab-bpe") is None:
+            argv = [*argv, "--gpt2-vocab-bpe", str(BPE_DIR / "vocab.bpe")]
+    return argv
+
+
+def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """fairseq's parse (task and architecture arguments included), then our checks."""
+    argv, auto = split_auto(sys.argv[1:] if argv is None else list(argv))
+    argv = with_shipped_bpe(argv)
+    args = options.parse_args_and_arch(get_parser(), argv)
+    args.batch_auto = auto
+    check(args)
+    return args
+
+
+def _require_file(path: Optional[str], option: str) -> None:
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"{option} {path}: no such file")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Everything that can be refused before loading anything."""
+    for name, message in NOT_SUPPORTED.items():
+        if getattr(args, name, None):
+            raise UsageError(f"not supported: {message}")
+    if not args.path:
+        raise UsageError("--path is required (the checkpoint to generate with)")
+    for path in args.path.split(":"):
+        _require_file(path, "--path")
+    if not Path(args.data).is_dir():
+        raise UsageError(f"DATA {args.data}: no such folder")
+    _require_file(args.raw_input, "--input")
+    _require_file(args.references, "--references")
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise UsageError(f"--output {out}: folder {out.parent} does not exist")
+    if args.sampling and args.nbest != args.beam:
+        raise UsageError(f"--sampling needs --nbest equal to --beam ({args.nbest} != {args.beam})")
+    if args.raw_input and args.prefix_size > 0:
+        raise UsageError("--prefix-size reads the targets of binarized data; --input has none")
+    if args.batch_auto and args.max_tokens is not None:
+        raise UsageError("--batch-size auto and --max-tokens: give one of them")
+    if args.max_memory is not None and args.max_memory <= 0:
+        raise UsageError(f"--max-memory {args.max_memory}: must be > 0 GB")
+    if args.fp16 and args.bf16:
+        raise UsageError("--fp16 and --bf16: give one of them")
+    global_sampling = args.sampling and args.sampling_seed == "global"
+    if global_sampling and (args.resume or args.batch_auto):
+        what = "--resume" if args.resume else "--batch-size auto"
+        raise UsageError(
+            f"--sampling-seed global follows fairseq-generate's batches and random stream; "
+            f"{what} changes them (use --sampling-seed per-example)"
+        )
+    if args.batch_size is None and args.max_tokens is None and not args.batch_auto:
+        args.max_tokens = 12000  # fairseq-generate's default
+
+
+def fingerprint(args: argparse.Namespace) -> Dict[str, Any]:
+    """The options that decide the outputs (generation options included), and the input's hash."""
+    names = [f.name for f in fields(GenerationConfig)] + list(FINGERPRINT)
+    found = {name: getattr(args, name, None) for name in names}
+    found["data"] = str(Path(args.data).resolve())
+    found["path"] = [str(Path(p).resolve()) for p in args.path.split(":")]
+    if args.raw_input:
+        digest = hashlib.sha256()
+        with open(args.raw_input, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        found["input"] = f"sha256:{digest.hexdigest()}"
+    return found
