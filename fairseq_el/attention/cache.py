@@ -4,8 +4,8 @@ Stock fairseq grows its cache with ``torch.cat`` (a copy of the whole history in
 allocation) and reorders it at every beam step with ``index_select`` (a second copy). Here:
 
 * every cached tensor is a view ``(N, ..., T, F)`` (time on axis -2) of a buffer with room for
-  ``capacity(T)`` positions; a step writes its positions in place, and the buffer grows
-  geometrically (amortised O(1) copies per position);
+  ``capacity(T)`` positions; a step writes its positions in place, and the buffer grows by at
+  most 1/16 of its room (few positions unused, few regrowths);
 * a reorder moves nothing: hypothesis rows keep their *slots*, and an ancestry index (``G x g x T``,
   ``N = G*g``) records, for each row and position, the slot of its group that wrote that position.
   Rows are grouped as fairseq's generators keep them (the hypotheses of a sentence contiguous, in
@@ -30,14 +30,17 @@ Buffer = Dict[str, Optional[Tensor]]
 
 ANCESTRY = "cache_ancestry"  # (G, g, T, 1) int64: slot (within its group) of each row's ancestor
 PADDING = "cache_padding"  # (N, T, 1) bool, per slot: True at padded keys
-MIN_CAPACITY = 16
+MIN_CAPACITY = 8
+GROWTH = 16  # a full buffer grows by 1/16 of its room, at least 8 positions
 
 
 def capacity(positions: int) -> int:
-    """Positions a buffer holding ``positions`` is allocated for: 16, then x1.5 (multiples of 8)."""
+    """Positions a buffer holding ``positions`` has room for: 8, then grown by max(8, room/16),
+    in multiples of 8. At most 8 positions or 1/16 stay unused (decoding state is the product),
+    and a buffer is copied O(log T) times over T steps, where stock copies it at every step."""
     cap = MIN_CAPACITY
     while cap < positions:
-        cap = (cap * 3 // 2 + 7) // 8 * 8
+        cap = (cap + max(8, cap // GROWTH) + 7) // 8 * 8
     return cap
 
 

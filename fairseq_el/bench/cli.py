@@ -102,6 +102,14 @@ def get_parser() -> argparse.ArgumentParser:
         help="largest batch whose decoding state fits this many GiB, per variant",
     )
     p.add_argument(
+        "--fixed-budget",
+        type=float,
+        metavar="GB",
+        help="throughput at a fixed memory budget: each variant at the batch "
+        "fairseq-el-generate --batch-size auto picks within GB (weights, encoder, state), "
+        "samples/s and peak memory side by side, with the GPU roofline prediction",
+    )
+    p.add_argument(
         "--measure-budget",
         action="store_true",
         help="fit the budget's state from runs at batch 1 and 2 instead of the exact count "
@@ -187,6 +195,35 @@ def run_config(
     return rows
 
 
+def fixed_budget(
+    config: Config, variants: Sequence[str], args: argparse.Namespace, env: Dict
+) -> List[Dict]:
+    """``--fixed-budget``: each variant at its automatic batch within the same budget."""
+    from fairseq_el.bench.budget import budget_table as fixed_table
+    from fairseq_el.bench.budget import fixed_budget_rows, gpu_prediction
+
+    def measure(at_batch: Config, variant: str) -> Dict:
+        result = run_one(at_batch, variant, args.repeats, args.threads, args.in_process)
+        result["tokens_sha1"] = hashlib.sha1(json.dumps(result.pop("tokens")).encode()).hexdigest()
+        result.pop("scores")
+        return result
+
+    rows = fixed_budget_rows(config, variants, args.fixed_budget, measure)
+    gpu = "V100"
+    print(
+        f"fixed budget {args.fixed_budget:g} GiB: each variant at its --batch-size auto batch; "
+        f"{gpu} columns: roofline model at its {analytic_gpu_memory(gpu)} GB, not measured"
+    )
+    print(fixed_table(rows, gpu_prediction(config, variants, gpu), gpu))
+    return [{**row, "env": env, "load": load()} for row in rows]
+
+
+def analytic_gpu_memory(gpu: str) -> str:
+    from fairseq_el.bench.analytic import GB, GPUS
+
+    return f"{GPUS[gpu].memory / GB:g}"
+
+
 def memory_budget(config: Config, variants: Sequence[str], args: argparse.Namespace,
                   env: Dict) -> List[Dict]:  # fmt: skip
     """Largest batch per variant whose decoding state fits the budget.
@@ -263,6 +300,9 @@ def check_args(args: argparse.Namespace) -> None:
     for option in ("src_len", "batch", "beam", "steps", "threads", "repeats"):
         at_least("--" + option.replace("_", "-"), getattr(args, option, None), 1)
     at_least("--no-repeat", args.no_repeat, 0)
+    at_least("--fixed-budget", args.fixed_budget, 0.001)
+    if args.fixed_budget and args.memory_budget:
+        raise UsageError("--fixed-budget and --memory-budget are two modes: give one")
     output_path("--out", Path(args.out))
     if args.plot:
         output_path("--plot", Path(args.plot))
@@ -301,7 +341,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     records: List[Dict] = []
     for config in configs:
         print(header(env, config.describe()))
-        if args.memory_budget:
+        if args.fixed_budget:
+            rows = fixed_budget(config, variants, args, env)
+        elif args.memory_budget:
             rows = memory_budget(config, variants, args, env)
             print(
                 f"decoding-state budget {args.memory_budget:g} GiB "

@@ -6,18 +6,22 @@ settings stock and EL, and writes ``<out>/report.md`` after every task. Scores o
 are low; the point is that EL's hypotheses and scores equal stock's, and what each costs.
 """
 
+import json
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Optional, Tuple
 
 from fairseq.data import Dictionary
 
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.manifest import RunDir
-from fairseq_el.recipes import compare, finetune, prepare, report, sources
-from fairseq_el.recipes.config import load_config
+from fairseq_el.recipes import compare, finetune, prepare, report, runner, sources
+from fairseq_el.recipes.config import TaskConfig, load_config
 from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR, RUNS_DIR
 from fairseq_el.recipes.sources import Pair
 from fairseq_el.testing import build_translation_model
@@ -87,8 +91,34 @@ def run_task(task: DemoTask, out_dir: Path, threads: int, run: RunDir) -> report
     comparison = compare.compare(
         config, checkpoint, work / "data", work / "generate", batch_size=32, threads=threads
     )
+    step = f"{task.name}/corpus"
+    if not run.is_done(step):
+        jsonl = corpus_generate(config, checkpoint, work / "data", work / "corpus", threads)
+        run.done(step, identical_best(jsonl, comparison.el.hypotheses))
     model = f"tiny bart_base trained for {task.updates} updates"
-    return finish(task.name, model, reports, comparison, start)
+    return finish(task.name, model, reports, comparison, start, tuple(run.record(step)))
+
+
+def corpus_generate(
+    config: TaskConfig, checkpoint: Path, data: Path, out_dir: Path, threads: int
+) -> Path:
+    """The test split through ``fairseq-el-generate`` (EL, JSONL): what a user runs on a corpus."""
+    argv = runner.generate_argv(config, checkpoint, data, out_dir, el=True)
+    at = argv.index("--results-path")
+    del argv[at : at + 2]  # fairseq-generate's log file: the JSONL replaces it
+    jsonl = out_dir / "test.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "fairseq_el.generate.cli", *argv, "--output", str(jsonl)]
+    print("fairseq-el-generate " + shlex.join(command[3:]), flush=True)
+    subprocess.run(command, check=True, env=runner.thread_env(threads), stdout=subprocess.DEVNULL)
+    return jsonl
+
+
+def identical_best(jsonl: Path, hypotheses: List[str]) -> Tuple[int, int]:
+    """How many JSONL best hypotheses equal ``hypotheses`` (fairseq-generate's D- lines), of all."""
+    lines = jsonl.read_text(encoding="utf-8").splitlines()
+    best = {r["id"]: r["hypotheses"][0]["text"] for r in map(json.loads, lines)}
+    return sum(best.get(i) == h for i, h in enumerate(hypotheses)), len(hypotheses)
 
 
 def run_scale(
@@ -123,9 +153,11 @@ def finish(
     reports: List[prepare.SplitReport],
     comparison: compare.Comparison,
     start: float,
+    corpus: Optional[Tuple[int, int]] = None,
 ) -> report.TaskOutcome:
     """Print the task's table and examples; package its outcome for the report."""
-    outcome = report.TaskOutcome(name, model, reports, comparison, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    outcome = report.TaskOutcome(name, model, reports, comparison, seconds, corpus)
     print(f"\n== {name} ==\n{compare.table(comparison)}", flush=True)
     print("\n".join(report.examples(outcome)) + "\n", flush=True)
     return outcome

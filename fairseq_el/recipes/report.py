@@ -4,7 +4,7 @@ import platform
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import fairseq
 import torch
@@ -32,6 +32,7 @@ class TaskOutcome:
     splits: List[SplitReport]
     comparison: Comparison
     seconds: float
+    corpus: Optional[Tuple[int, int]] = None  # fairseq-el-generate: (identical, examples)
 
 
 def plot(out_dir: Path, outcomes: List[TaskOutcome]) -> Optional[Path]:
@@ -96,6 +97,10 @@ def write_report(out_dir: Path, outcomes: List[TaskOutcome], quick: bool) -> Pat
         lines += [f"## {outcome.name}", ""]
         lines += [f"- data: {s.summary()}" for s in outcome.splits]
         lines += [f"- model: {outcome.model}; task total {outcome.seconds:.0f} s"]
+        if outcome.corpus is not None:
+            same, total = outcome.corpus
+            lines += [f"- `fairseq-el-generate` (JSONL, EL): {same} of {total} best hypotheses "
+                      "identical to fairseq-generate's"]  # fmt: skip
         lines += ["", "```", table(outcome.comparison), "```", "", "Examples:", ""]
         lines += examples(outcome) + [""]
     figure = plot(out_dir, outcomes)

@@ -5,6 +5,7 @@ samples and configs must come from the package data.
 """
 
 import os
+import re
 import subprocess
 
 
@@ -19,6 +20,8 @@ def test_quick_demo_writes_a_report_with_identical_outputs(installed, tmp_path):
     for task in ("xsum", "cnndm", "squad_qg"):
         assert f"## {task}" in report
     assert report.count("differing hypotheses: 0 of") == 3
+    corpus = re.findall(r"(\d+) of (\d+) best hypotheses identical to fairseq-generate's", report)
+    assert len(corpus) == 3 and all(same == total for same, total in corpus), corpus
     assert "peak RSS MiB" in report and "near zero" in report
     assert (tmp_path / "resources.png").is_file() or "No plot: matplotlib" in report
     assert "report: " in done.stdout

@@ -17,10 +17,15 @@ from fairseq_el.convert.kv_heads import repeat_kv_heads
 EMBED, HEADS, TOL = 12, 3, 1e-5
 
 
-def test_capacity_grows_geometrically():
-    assert [capacity(n) for n in (1, 16, 17, 24, 25, 40, 41, 64, 65, 97, 145)] == [
-        16, 16, 24, 24, 40, 40, 64, 64, 96, 144, 216,
+def test_capacity_leaves_little_room_unused():
+    assert [capacity(n) for n in (1, 8, 9, 16, 17, 65, 128, 129, 200, 257)] == [
+        8, 8, 16, 16, 24, 72, 128, 136, 208, 272,
     ]  # fmt: skip
+    for n in range(1, 5000):
+        room = capacity(n)
+        assert room % 8 == 0 and n <= room < n + max(8, room // 16 + 8), n
+    regrowths = len({capacity(n) for n in range(1, 4097)})
+    assert regrowths <= 70  # 4096 positions: the history is copied 68 times, stock copies it 8192
 
 
 def test_append_writes_in_place_and_grows_by_capacity():
@@ -30,8 +35,8 @@ def test_append_writes_in_place_and_grows_by_capacity():
         slots = cache.append({"x": torch.full((3, 2, 1, 4), float(t))})  # (N, A, t, F)
         storages.append(slots["x"].untyped_storage().data_ptr())
         assert slots["x"].shape == (3, 2, t + 1, 4)
-    assert len(set(storages[:16])) == 1 and len(set(storages[16:24])) == 1  # 16, then 24, 40
-    assert len(set(storages)) == 3
+    assert len(set(storages[:8])) == 1 and len(set(storages[8:16])) == 1  # room 8, 16, ..., 40
+    assert len(set(storages)) == 5
     assert slots["x"].untyped_storage().nbytes() == 3 * 2 * 40 * 4 * 4
     expected = torch.arange(40.0).view(1, 1, 40, 1).expand(3, 2, 40, 4)
     assert torch.equal(cache.histories("x"), expected)

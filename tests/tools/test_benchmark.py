@@ -48,11 +48,11 @@ def test_state_bytes_exact_by_hand():
         "stock-per-beam": {"encoder_out": 10884, "encdec_cache": 22176, "self_cache": 18432},
         # EL: rows 3, encoder_embedding dropped (7*3*16*4 + 3*7 + 3*4 = 1377), plus the int64
         # row->sentence map (12*8); no encoder-decoder cache. Its in-place self-attention cache
-        # has room for 16 positions (capacity(6)): K/V 2*12*16*32*4 + int64 ancestry 12*16*8
+        # has room for 8 positions (capacity(6)): K/V 2*12*8*16*4 + int64 ancestry 12*8*8
         # per layer, 2 layers
-        "el": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 52224},
-        # EL self-attention: layer inputs (2 layers * 12 * 16 * (16 * 4 + 8 ancestry))
-        "el-sa": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 27648},
+        "el": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 26112},
+        # EL self-attention: layer inputs (2 layers * 12 * 8 * (16 * 4 + 8 ancestry))
+        "el-sa": {"encoder_out": 1473, "encdec_cache": 0, "self_cache": 13824},
     }
     torch.set_num_threads(1)
     for variant, parts in hand.items():
@@ -95,3 +95,17 @@ def test_analytic_model_runs():
     p = analytic.predict("xsum", "beam", analytic.GPUS["V100"], 2, ("stock-per-beam", "el"))
     assert p["el"]["batch"] > p["stock-per-beam"]["batch"] > 0
     assert p["el"]["samples_per_s"] > 0
+
+
+def test_fixed_budget_runs_each_variant_at_its_own_automatic_batch(tmp_path, capsys):
+    rows = cli.main(["--shape", "tiny-bart", "--src-len", "48", "--batch", "1", "--beam", "4",
+                     "--steps", "6", "--fixed-budget", "0.004", "--in-process", "--repeats", "1",
+                     "--threads", "1", "--variants", "stock-per-sentence,el,el-sa",
+                     "--out", str(tmp_path / "b.jsonl")])  # fmt: skip
+    by_variant = {r["variant"]: r for r in rows}
+    print(capsys.readouterr().out)
+    stock, el = by_variant["stock-per-sentence"], by_variant["el"]
+    assert el["batch"] > stock["batch"] > 0 and by_variant["el-sa"]["batch"] >= el["batch"]
+    assert all(r["samples_per_s"] > 0 for r in rows)
+    assert all(r["predicted_peak_mib"] <= 0.004 * 1024 for r in rows)
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 3
