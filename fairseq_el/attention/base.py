@@ -14,6 +14,8 @@ from typing import Dict, NamedTuple, Optional, Tuple
 from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
+from fairseq_el.attention.cache import DecodingCache
+
 # fairseq's incremental state: module id -> buffer name -> tensor
 IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
 
@@ -41,6 +43,8 @@ class AttentionCall(NamedTuple):
 class AttentionBase(MultiheadAttention):
     """``MultiheadAttention`` with the stock forward as the fallback of every variant."""
 
+    caches_in_place = False  # True where a variant keeps its incremental state as a DecodingCache
+
     def forward(
         self,
         query: Tensor,
@@ -59,6 +63,16 @@ class AttentionBase(MultiheadAttention):
             attn_mask, before_softmax, need_head_weights,
         )  # fmt: skip
         return self.attend(call)
+
+    def reorder_incremental_state(
+        self, incremental_state: IncrementalState, new_order: Tensor
+    ) -> IncrementalState:
+        """A :class:`DecodingCache` reorders by ancestry (nothing moves); stock otherwise."""
+        if not self.caches_in_place:
+            return super().reorder_incremental_state(incremental_state, new_order)
+        buffer = self._get_input_buffer(incremental_state)
+        DecodingCache(buffer).reorder(new_order)
+        return self._set_input_buffer(incremental_state, buffer)
 
     def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
         """Attention for ``call``: here, fairseq's own ``MultiheadAttention.forward``."""

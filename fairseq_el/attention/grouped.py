@@ -95,15 +95,6 @@ class GroupedQueryAttention(AttentionBase):
         the stock module, stock cache included)."""
         return self.self_attention and self.kv_heads != self.num_heads and not self.use_xformers
 
-    def reorder_incremental_state(
-        self, incremental_state: IncrementalState, new_order: Tensor
-    ) -> IncrementalState:
-        if not self.caches_in_place:
-            return super().reorder_incremental_state(incremental_state, new_order)
-        buffer = self._get_input_buffer(incremental_state)
-        DecodingCache(buffer).reorder(new_order)
-        return self._set_input_buffer(incremental_state, buffer)
-
     def _cached_self_attention(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
         """Incremental self-attention over keys and values written in place, read by ancestry."""
         query = call.query

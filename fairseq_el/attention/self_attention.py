@@ -4,7 +4,7 @@ from typing import Optional, Tuple
 
 from torch import Tensor
 
-from fairseq_el.attention.base import AttentionBase, AttentionCall, IncrementalState
+from fairseq_el.attention.base import AttentionBase, AttentionCall
 from fairseq_el.attention.cache import DecodingCache
 from fairseq_el.attention.math import el_attention
 
@@ -26,15 +26,6 @@ class ELSelfAttention(AttentionBase):
     def caches_in_place(self) -> bool:
         """Whether incremental calls use the cache; extra key slots keep the stock math."""
         return self.bias_k is None and not self.add_zero_attn and not self.use_xformers
-
-    def reorder_incremental_state(
-        self, incremental_state: IncrementalState, new_order: Tensor
-    ) -> IncrementalState:
-        if not self.caches_in_place:
-            return super().reorder_incremental_state(incremental_state, new_order)
-        buffer = self._get_input_buffer(incremental_state)
-        DecodingCache(buffer).reorder(new_order)
-        return self._set_input_buffer(incremental_state, buffer)
 
     def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
         if call.incremental_state is None or call.before_softmax or not self.caches_in_place:
