@@ -86,3 +86,9 @@ def tiny_args(layers: int = 2, dim: int = 16, heads: int = 4, ffn: int = 32) -> 
         "--encoder-attention-heads", str(heads), "--decoder-attention-heads", str(heads),
         "--dropout", "0", "--attention-dropout", "0",
     ]  # fmt: skip
+
+
+def generation_args(argv: Sequence[str]) -> argparse.Namespace:
+    """fairseq-generate's arguments for ``argv`` (search options), as its parser fills them."""
+    parser = options.get_generation_parser(default_task="translation")
+    return options.parse_args_and_arch(parser, ["<none>", *argv])

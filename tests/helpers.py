@@ -3,12 +3,16 @@
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-from fairseq import options
 from fairseq.data import Dictionary, LanguagePairDataset
 from fairseq.models import FairseqModel
 from fairseq.tasks.translation import TranslationTask
 
-from fairseq_el.testing import build_translation_model, make_dictionary, tiny_args
+from fairseq_el.testing import (
+    build_translation_model,
+    generation_args,  # noqa: F401  (re-exported for the tests)
+    make_dictionary,
+    tiny_args,
+)
 
 SCORE_TOL = 1e-4
 
@@ -37,11 +41,6 @@ def make_batch(dictionary: Dictionary, lengths: Sequence[int], seed: int = 0) ->
         srcs, [len(s) for s in srcs], dictionary, tgts, [len(t) for t in tgts], dictionary
     )
     return dataset.collater([dataset[i] for i in range(len(srcs))])
-
-
-def generation_args(argv: Sequence[str]):
-    parser = options.get_generation_parser(default_task="translation")
-    return options.parse_args_and_arch(parser, ["<none>", *argv])
 
 
 def generate(task: TranslationTask, model: FairseqModel, sample: Dict, argv: Sequence[str]):

@@ -17,8 +17,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from fairseq_el.bench.models import VARIANTS, build_variant, synthetic_sample
-from fairseq_el.bench.runner import generation_args, hypotheses
+from fairseq_el.bench.runner import hypotheses
 from fairseq_el.bench.shapes import SHAPES, Config
+from fairseq_el.testing import generation_args
 
 COPY_OPS = ("aten::cat", "aten::index_select", "aten::index", "aten::gather", "aten::copy_")
 

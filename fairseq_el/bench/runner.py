@@ -14,18 +14,13 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
-from fairseq import options
 
 from fairseq_el.bench.models import build_variant, synthetic_sample
 from fairseq_el.bench.shapes import SHAPES, Config
 from fairseq_el.bench.state import StateMeter
+from fairseq_el.testing import generation_args
 
 TIMINGS = ("seconds", "encoder_seconds", "decoder_seconds", "samples_per_s", "tokens_per_s")
-
-
-def generation_args(argv: List[str]):
-    parser = options.get_generation_parser(default_task="translation")
-    return options.parse_args_and_arch(parser, ["<none>", *argv])
 
 
 class Stopwatch:
