@@ -28,6 +28,7 @@ from fairseq_el.bench.runner import memory_now_and_peak, memory_reset
 from fairseq_el.bench.shapes import SHAPES, Config
 from fairseq_el.bench.worker import run_in_subprocess
 from fairseq_el.convert.hf_common import import_transformers
+from fairseq_el.files import write_json
 
 PEERS = ("hf", "ct2")
 FAIRSEQ_ROWS = ("stock-per-sentence", "el")
@@ -243,8 +244,7 @@ def main() -> None:
         "peak_memory_kind": memory["peak_memory_kind"],
         "threads": torch.get_num_threads(), "tokens": tokens,
     }  # fmt: skip
-    with open(sys.argv[2], "w", encoding="utf-8") as f:
-        json.dump(result, f)
+    write_json(sys.argv[2], result)  # whole or absent: the parent reads it after the child exits
 
 
 if __name__ == "__main__":

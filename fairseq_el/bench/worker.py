@@ -13,6 +13,7 @@ import tempfile
 from typing import Dict
 
 from fairseq_el.bench.shapes import Config
+from fairseq_el.files import write_json
 
 
 def run_in_subprocess(config: Config, variant: str, repeats: int, threads: int) -> Dict:
@@ -49,8 +50,7 @@ def main() -> None:
     from fairseq_el.bench.runner import run_variant
 
     result = run_variant(Config(**job), variant, repeats)
-    with open(sys.argv[2], "w", encoding="utf-8") as f:
-        json.dump(result, f)
+    write_json(sys.argv[2], result)  # whole or absent: the parent reads it after the child exits
 
 
 if __name__ == "__main__":

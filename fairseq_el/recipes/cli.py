@@ -286,8 +286,9 @@ def demo_main(argv: Optional[List[str]] = None) -> None:
 # ---------------------------------------------------------------- fairseq-el-gqa-study
 @entry_point("fairseq-el-gqa-study")
 def gqa_study_main(argv: Optional[List[str]] = None) -> None:
-    """Steps already done in ``--out-dir`` (binarized data, checkpoints) are reused; results are
-    appended to ``<out-dir>/results.jsonl`` as they come, and the table is printed at the end."""
+    """The same study (budget) again in ``--out-dir`` reuses the data, trainings and rows it has
+    (an interrupted step is redone); another budget is refused unless ``--overwrite``.
+    ``results.jsonl`` is rewritten after each row; the table is printed at the end."""
     from fairseq_el.recipes.gqa_study import VARIANTS, Budget, format_table, run_study
 
     p = Parser(
@@ -304,6 +305,7 @@ def gqa_study_main(argv: Optional[List[str]] = None) -> None:
         help=f"comma-separated subset of {[v.name for v in VARIANTS]}",
     )
     p.add_argument("--data-root", type=Path, help=DATA_ROOT_HELP)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     args = p.parse_args(argv)
     at_least("--max-update", args.max_update, 1)
     output_dir("--out-dir", args.out_dir)
@@ -315,5 +317,6 @@ def gqa_study_main(argv: Optional[List[str]] = None) -> None:
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {list(by_name)}")
     root = data_root(args.data_root)
-    rows = run_study(args.out_dir, budget, [by_name[n] for n in args.variants.split(",")], root)
+    chosen = [by_name[n] for n in args.variants.split(",")]
+    rows = run_study(args.out_dir, budget, chosen, root, args.overwrite)
     print(format_table(rows))

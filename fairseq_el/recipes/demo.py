@@ -107,7 +107,8 @@ def corpus_generate(
     at = argv.index("--results-path")
     del argv[at : at + 2]  # fairseq-generate's log file: the JSONL replaces it
     jsonl = out_dir / "test.jsonl"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # the parts of an interrupted attempt
+    out_dir.mkdir(parents=True)
     command = [sys.executable, "-m", "fairseq_el.generate.cli", *argv, "--output", str(jsonl)]
     print("fairseq-el-generate " + shlex.join(command[3:]), flush=True)
     subprocess.run(command, check=True, env=runner.thread_env(threads), stdout=subprocess.DEVNULL)

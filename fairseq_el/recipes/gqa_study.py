@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from fairseq.dataclass.configs import GenerationConfig
 import fairseq_el
 from fairseq_el.bench.state import StateMeter
 from fairseq_el.files import write_text
+from fairseq_el.manifest import RunDir
 from fairseq_el.models.architectures import stock_arch
 from fairseq_el.recipes import scoring
 from fairseq_el.recipes.paths import DATA_DIR
@@ -112,8 +114,8 @@ def split_pairs(
 def prepare_data(out_dir: Path, budget: Budget, root: Path = DATA_DIR) -> Path:
     """Split the shipped pairs and binarize them with fairseq-preprocess; returns the data dir."""
     bin_dir = out_dir / "data-bin"
-    if (bin_dir / "dict.src.txt").exists():
-        return bin_dir
+    for stale in (bin_dir, out_dir / "raw"):  # what an interrupted preparation left
+        shutil.rmtree(stale, ignore_errors=True)
     src_lines = (root / QG_DATA / "src-test.txt").read_text(encoding="utf-8").splitlines()
     tgt_lines = (root / QG_DATA / "tgt-test.txt").read_text(encoding="utf-8").splitlines()
     raw = out_dir / "raw"
@@ -135,8 +137,7 @@ def train(variant: Variant, bin_dir: Path, out_dir: Path, budget: Budget) -> Pat
     """fairseq-train one variant; returns its last checkpoint (the same budget for all)."""
     save_dir = out_dir / "checkpoints" / variant.name
     checkpoint = save_dir / "checkpoint_last.pt"
-    if checkpoint.exists():
-        return checkpoint
+    shutil.rmtree(save_dir, ignore_errors=True)  # never continue an interrupted training
     dims = [
         "--encoder-layers", str(budget.layers), "--decoder-layers", str(budget.layers),
         "--encoder-embed-dim", str(budget.embed_dim), "--decoder-embed-dim", str(budget.embed_dim),
@@ -258,43 +259,70 @@ def decodings(variants: Iterable[Variant]) -> List[Decoding]:
 
 
 def run_study(
-    out_dir: Path, budget: Budget, variants: Sequence[Variant], root: Path = DATA_DIR
+    out_dir: Path,
+    budget: Budget,
+    variants: Sequence[Variant],
+    root: Path = DATA_DIR,
+    overwrite: bool = False,
 ) -> List[Dict]:
-    """Train every variant, decode and score; each row is appended to results.jsonl when done."""
+    """Train every variant, decode and score; ``results.jsonl`` is rewritten after each row.
+
+    ``out_dir`` holds one budget's study (its manifest): data, trainings and rows already done
+    are reused, an interrupted step is redone from scratch, another budget is refused unless
+    ``overwrite``.
+    """
     torch.set_num_threads(1)  # 2 shared cores: one thread gives far steadier timings
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bin_dir = prepare_data(out_dir, budget, root)
+    run = RunDir(out_dir, "gqa-study", asdict(budget), {"data": root / QG_DATA}, overwrite,
+                 option="--out-dir")  # fmt: skip
+    bin_dir = out_dir / "data-bin"
+    if not run.is_done("data"):
+        prepare_data(out_dir, budget, root)
+        run.done("data")
     refs = (out_dir / "raw" / "test.tgt").read_text(encoding="utf-8").splitlines()
-    results_file = out_dir / "results.jsonl"
     rows: List[Dict] = []
     first_hyps: Dict[str, List[str]] = {}
     for decoding in decodings(variants):
-        checkpoint = train(decoding.variant, bin_dir, out_dir, budget)
-        train_s, valid_loss = train_time_and_valid_loss(
-            out_dir / f"train-{decoding.variant.name}.log"
-        )
-        model, task = load_model(checkpoint, bin_dir, decoding)
-        hyps, seconds, _ = decode(model, task, budget, measure_state=False)
-        _, _, meter = decode(model, task, budget, measure_state=True)
-        assert meter is not None
-        texts = [hyps[i] for i in range(len(refs))]
+        step = f"row/{decoding.label}"
+        if not run.is_done(step):
+            run.done(step, decode_row(run, decoding, bin_dir, budget, refs))
+        row, texts = run.record(step)["row"], run.record(step)["texts"]
         same = first_hyps.setdefault(decoding.variant.name, texts)
-        row = {
-            "model": decoding.label, "kv_heads": decoding.variant.kv_heads or budget.heads,
-            "heads": budget.heads, "el": decoding.el, "updates": budget.max_update,
-            "train_s": train_s, "valid_loss": valid_loss, **score(texts, refs),
-            "sent_per_s": len(texts) / seconds, "decode_s": seconds,
-            "tok_per_s": sum(len(t.split()) + 1 for t in texts) / seconds,  # + eos
-            "cache_bytes_per_token": sum(meter.per_token) / len(meter.per_token),
-            "peak_state_mib": meter.peak["total"] / 2**20,
-            "same_tokens_as_first": sum(a == b for a, b in zip(texts, same)) / len(texts),
-            "budget": asdict(budget),
-        }  # fmt: skip
+        row["same_tokens_as_first"] = sum(a == b for a, b in zip(texts, same)) / len(texts)
         rows.append(row)
-        with open(results_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        write_text(
+            out_dir / "results.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+        )
         print(f"done: {decoding.label}: BLEU {row['bleu']:.2f}", flush=True)
+    run.finish(["results.jsonl"])
     return rows
+
+
+def decode_row(
+    run: RunDir, decoding: Decoding, bin_dir: Path, budget: Budget, refs: List[str]
+) -> Dict:
+    """Train the variant (once per study), decode, meter and score: the row and its texts."""
+    out_dir = run.path
+    trained = f"train/{decoding.variant.name}"
+    if not run.is_done(trained):
+        run.done(trained, str(train(decoding.variant, bin_dir, out_dir, budget)))
+    checkpoint = Path(run.record(trained))
+    train_s, valid_loss = train_time_and_valid_loss(out_dir / f"train-{decoding.variant.name}.log")
+    model, task = load_model(checkpoint, bin_dir, decoding)
+    hyps, seconds, _ = decode(model, task, budget, measure_state=False)
+    _, _, meter = decode(model, task, budget, measure_state=True)
+    assert meter is not None
+    texts = [hyps[i] for i in range(len(refs))]
+    row = {
+        "model": decoding.label, "kv_heads": decoding.variant.kv_heads or budget.heads,
+        "heads": budget.heads, "el": decoding.el, "updates": budget.max_update,
+        "train_s": train_s, "valid_loss": valid_loss, **score(texts, refs),
+        "sent_per_s": len(texts) / seconds, "decode_s": seconds,
+        "tok_per_s": sum(len(t.split()) + 1 for t in texts) / seconds,  # + eos
+        "cache_bytes_per_token": sum(meter.per_token) / len(meter.per_token),
+        "peak_state_mib": meter.peak["total"] / 2**20,
+        "budget": asdict(budget),
+    }  # fmt: skip
+    return {"row": row, "texts": texts}
 
 
 def format_table(rows: Sequence[Dict]) -> str:

@@ -174,3 +174,28 @@ def test_demo_into_a_directory_of_another_demo_is_refused(tmp_path, capsys):
     assert exit_code(cli.demo_main, ["--quick", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "holds a demo run (incomplete) of another config" in err
+
+
+def test_gqa_study_into_a_directory_of_another_budget_is_refused(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from fairseq_el.recipes.gqa_study import QG_DATA, Budget
+
+    out = tmp_path / "study"
+    RunDir(out, "gqa-study", asdict(Budget()), {"data": DATA_DIR / QG_DATA})
+    assert exit_code(cli.gqa_study_main, ["--quick", "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--out-dir" in err and "holds a gqa-study run (incomplete) of another config" in err
+
+
+def test_gqa_study_quick_run_then_rerun_resumes_everything(tmp_path, capsys):
+    out = tmp_path / "study"
+    argv = ["--quick", "--out-dir", str(out), "--variants", "mha"]
+    assert exit_code(cli.gqa_study_main, argv) == 0
+    first = (out / "results.jsonl").read_text(encoding="utf-8")
+    assert len(first.splitlines()) == 3 and manifest(out)["status"] == "complete"
+    capsys.readouterr()
+    assert exit_code(cli.gqa_study_main, argv) == 0
+    printed = capsys.readouterr().out
+    assert "same run, resuming (complete" in printed and "fairseq-train" not in printed
+    assert (out / "results.jsonl").read_text(encoding="utf-8") == first
