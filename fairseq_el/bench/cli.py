@@ -297,9 +297,10 @@ def sweep_batches(spec: str) -> List[int]:
 
 def check_args(args: argparse.Namespace) -> None:
     """What can be checked before anything runs: sizes, device, where results go."""
-    for option in ("src_len", "batch", "beam", "steps", "threads", "repeats"):
+    for option in ("src_len", "batch", "beam", "steps", "threads"):
         at_least("--" + option.replace("_", "-"), getattr(args, option, None), 1)
     at_least("--no-repeat", args.no_repeat, 0)
+    at_least("--repeats", args.repeats, 0)  # 0: state and memory only
     at_least("--fixed-budget", args.fixed_budget, 0.001)
     if args.fixed_budget and args.memory_budget:
         raise UsageError("--fixed-budget and --memory-budget are two modes: give one")

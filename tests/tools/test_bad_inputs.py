@@ -132,6 +132,7 @@ def cases(f):
         (bench, [*shape[:-2], "--out", str(r / "no" / "b.jsonl")],
          f"--out {r / 'no' / 'b.jsonl'}: directory {r / 'no'} does not exist"),
         (bench, [*shape, "--threads", "0"], "--threads must be at least 1, not 0"),
+        (bench, [*shape, "--repeats", "-1"], "--repeats must be at least 0, not -1"),
         (bench, [*shape, "--batch", "0"], "--batch must be at least 1, not 0"),
         (bench, [*shape, "--sweep", "beam=1,2"], "--sweep takes batch=1,2,4,..."),
         (bench, [*shape, "--sweep", "batch=0,2"], "--sweep: batch sizes must be at least 1"),
