@@ -15,7 +15,7 @@ import torch
 
 from fairseq_el.testing import build_translation_model, make_dictionary, tiny_args
 
-from helpers import make_batch
+from helpers import make_batch, train_step
 
 # Tiny models: one thread is faster than two (no OpenMP hand-offs) and steadier on a busy machine.
 torch.set_num_threads(1)
@@ -38,7 +38,7 @@ DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 @pytest.fixture(params=DEVICES)
 def device(request) -> str:
     """The device of a parity test: "cpu" always, "cuda" too where CUDA is available (the test
-    ids end in ``-cpu`` / ``-cuda``, so ``-k cuda`` selects the CUDA half)."""
+    ids hold ``cpu`` / ``cuda``, so ``-k cuda`` selects the CUDA half)."""
     return request.param
 
 
@@ -55,12 +55,6 @@ def trained_transformer():
     for step in range(300):
         lengths = torch.randint(3, 9, (32,), generator=torch.Generator().manual_seed(step))
         sample = make_batch(dictionary, lengths.tolist(), seed=step)
-        logits, _ = model(**sample["net_input"])
-        loss = torch.nn.functional.cross_entropy(
-            logits.view(-1, logits.size(-1)), sample["target"].view(-1), ignore_index=pad
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = train_step(model, optimizer, sample, pad)
     print(f"trained transformer: final loss {loss.item():.3f}")
     return model.eval(), task, dictionary

@@ -1,8 +1,10 @@
 """Shared builders for the parity tests: tiny models, batches and generation."""
 
+import copy
 from typing import Dict, List, Sequence, Tuple
 
 import torch
+from fairseq import utils
 from fairseq.data import Dictionary, LanguagePairDataset
 from fairseq.models import FairseqModel
 from fairseq.tasks.translation import TranslationTask
@@ -41,6 +43,29 @@ def make_batch(dictionary: Dictionary, lengths: Sequence[int], seed: int = 0) ->
         srcs, [len(s) for s in srcs], dictionary, tgts, [len(t) for t in tgts], dictionary
     )
     return dataset.collater([dataset[i] for i in range(len(srcs))])
+
+
+def to_device(sample: Dict, device: str) -> Dict:
+    """``sample`` with every tensor in it moved to ``device``."""
+    return utils.apply_to_sample(lambda t: t.to(device), sample)
+
+
+def copy_to(model: FairseqModel, device: str) -> FairseqModel:
+    """A copy of ``model`` on ``device``: a session or module fixture stays where it is."""
+    return copy.deepcopy(model).to(device)
+
+
+def train_step(model: FairseqModel, optimizer: torch.optim.Optimizer, sample: Dict,
+               pad: int) -> torch.Tensor:  # fmt: skip
+    """One teacher-forced cross-entropy update of ``model`` on ``sample``; returns the loss."""
+    logits, _ = model(**sample["net_input"])
+    loss = torch.nn.functional.cross_entropy(
+        logits.view(-1, logits.size(-1)), sample["target"].view(-1), ignore_index=pad
+    )
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
 
 
 def generate(task: TranslationTask, model: FairseqModel, sample: Dict, argv: Sequence[str]):
@@ -85,11 +110,14 @@ def assert_hypos_equal(stock: List, el: List) -> float:
 
 __all__ = [
     "assert_hypos_equal",
+    "copy_to",
     "generate",
     "make_batch",
     "make_dictionary",
     "stock_and_el",
     "tiny_args",
+    "to_device",
+    "train_step",
 ]
 
 

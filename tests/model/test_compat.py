@@ -12,7 +12,14 @@ from fairseq_el.compat import checkpoints, diverse_beam
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.testing import build_translation_model, tiny_args
 
-from helpers import assert_hypos_equal, generate, make_batch, make_dictionary, stock_and_el
+from helpers import (
+    assert_hypos_equal,
+    generate,
+    make_batch,
+    make_dictionary,
+    stock_and_el,
+    to_device,
+)
 
 UPSTREAM = diverse_beam.PositionIndexedDiverseBeamSearch.__mro__[1]
 
@@ -54,13 +61,15 @@ def test_fix_is_installed_for_fairseq_generate():
     assert diverse_beam.apply()  # idempotent
 
 
-def test_diverse_beam_search_over_several_batches_stock_and_el():
+def test_diverse_beam_search_over_several_batches_stock_and_el(device):
     dictionary = make_dictionary(20)
     stock, el, task = stock_and_el("transformer", dictionary, tiny_args(dim=16, heads=4), seed=5)
+    stock, el = stock.to(device), el.to(device)
     argv = ["--beam", "4", "--diverse-beam-groups", "2", "--max-len-a", "0", "--max-len-b", "8"]
     for batch in range(3):
         sample = make_batch(dictionary, [5, 8, 3], seed=batch)
         sample["id"] = sample["id"] + 3 * batch  # dataset ids, as fairseq-generate passes them
+        sample = to_device(sample, device)
         assert_hypos_equal(generate(task, stock, sample, argv), generate(task, el, sample, argv))
 
 

@@ -1,4 +1,5 @@
-"""Tier 2, decoder parity and decoding state: incremental == full, batching changes nothing."""
+"""Tier 2, decoder parity and decoding state: incremental == full, batching changes nothing; on
+every device of the ``device`` fixture."""
 
 import pytest
 import torch
@@ -9,11 +10,13 @@ from fairseq_el.testing import build_translation_model
 
 from helpers import (
     assert_hypos_equal,
+    copy_to,
     generate,
     make_batch,
     make_dictionary,
     stock_and_el,
     tiny_args,
+    to_device,
 )
 
 TOL = 1e-5
@@ -21,17 +24,18 @@ TOL = 1e-5
 
 @pytest.mark.parametrize("arch", ["transformer", "bart_base"])
 @pytest.mark.parametrize("beam", [1, 3])
-def test_incremental_equals_full_forward(arch, beam):
+def test_incremental_equals_full_forward(arch, beam, device):
     """EL decoding step by step, encoder output once per sentence == stock full forward."""
     dictionary = make_dictionary(20)
     stock, el, _ = stock_and_el(arch, dictionary, tiny_args(dim=15, heads=5), seed=4)
-    sample = make_batch(dictionary, [6, 3, 8], seed=5)
+    stock, el = stock.to(device), el.to(device)
+    sample = to_device(make_batch(dictionary, [6, 3, 8], seed=5), device)
     net_input = sample["net_input"]
     prev = net_input["prev_output_tokens"].repeat_interleave(beam, dim=0)  # (B*beam, T)
     with torch.no_grad():
         enc = stock.encoder(net_input["src_tokens"], net_input["src_lengths"])
         expanded = stock.encoder.reorder_encoder_out(
-            enc, torch.arange(3).repeat_interleave(beam)
+            enc, torch.arange(3, device=device).repeat_interleave(beam)
         )  # stock Transformer layout: one encoder row per hypothesis
         full, _ = stock.decoder(prev, encoder_out=expanded)  # (B*beam, T, V)
         el_enc = el.encoder(net_input["src_tokens"], net_input["src_lengths"])
@@ -49,11 +53,12 @@ def test_incremental_equals_full_forward(arch, beam):
 @pytest.mark.parametrize(
     "argv", [["--beam", "4"], ["--beam", "1"], ["--beam", "4", "--nbest", "2"]]
 )
-def test_batch_of_two_equals_two_batches_of_one(argv):
+def test_batch_of_two_equals_two_batches_of_one(argv, device):
     dictionary = make_dictionary(20)
     _, el, task = stock_and_el("transformer", dictionary, tiny_args(dim=16, heads=4), seed=6)
+    el = el.to(device)
     argv = ["--max-len-a", "0", "--max-len-b", "10", *argv]
-    pair = make_batch(dictionary, [7, 3], seed=8)
+    pair = to_device(make_batch(dictionary, [7, 3], seed=8), device)
     together = generate(task, el, pair, argv)
     apart = []
     for i in range(2):
@@ -62,7 +67,7 @@ def test_batch_of_two_equals_two_batches_of_one(argv):
         src = pair["net_input"]["src_tokens"][i, -length:]  # drop the left padding
         one["net_input"]["src_tokens"] = src.unsqueeze(0)
         one["net_input"]["src_lengths"] = torch.tensor([length])
-        apart += generate(task, el, one, argv)
+        apart += generate(task, el, to_device(one, device), argv)
     # the batch is sorted by length: map results back by sentence id
     together = [together[int(pair["id"].tolist().index(i))] for i in range(2)]
     sorted_ids = pair["id"].tolist()
@@ -92,14 +97,15 @@ def state_during_generation(model, task, sample, argv, monkeypatch):
 
 
 def test_no_encoder_decoder_cache_and_one_encoder_row_per_sentence(
-    trained_transformer, monkeypatch
+    trained_transformer, monkeypatch, device
 ):
-    stock, task, dictionary = trained_transformer  # trained: sentences finish at their lengths
+    trained, task, dictionary = trained_transformer  # trained: sentences finish at their lengths
     el, _, _ = build_translation_model(
         "el_transformer", dictionary, extra=tiny_args(dim=32, heads=4, ffn=64), seed=9
     )
-    el.load_state_dict(stock.state_dict())
-    sample = make_batch(dictionary, [2, 8, 5, 6], seed=3)
+    el.load_state_dict(trained.state_dict())
+    stock, el = copy_to(trained, device), el.to(device)
+    sample = to_device(make_batch(dictionary, [2, 8, 5, 6], seed=3), device)
     argv = ["--beam", "4", "--max-len-a", "1.2", "--max-len-b", "3"]
     enc_attn_ids = {
         layer.encoder_attn._incremental_state_id for layer in el.decoder.layers
@@ -125,14 +131,15 @@ def test_no_encoder_decoder_cache_and_one_encoder_row_per_sentence(
 
 
 @pytest.mark.parametrize("arch", ["transformer", "bart_base"])
-def test_encoder_in_sub_batches_gives_the_same_output(arch):
+def test_encoder_in_sub_batches_gives_the_same_output(arch, device):
     dictionary = make_dictionary(20)
     extra = [*tiny_args(dim=16, heads=4), "--el-encoder-batch", "2"]
     stock, _, task = stock_and_el(arch, dictionary, tiny_args(dim=16, heads=4), seed=4)
     el, _, _ = build_translation_model("el_" + arch, dictionary, extra=extra)
     el.load_state_dict(stock.state_dict())
+    stock, el = stock.to(device), el.to(device)
     assert el.encoder.sentences_per_pass == 2
-    sample = make_batch(dictionary, [6, 3, 8, 2, 5], seed=5)
+    sample = to_device(make_batch(dictionary, [6, 3, 8, 2, 5], seed=5), device)
     src, lengths = sample["net_input"]["src_tokens"], sample["net_input"]["src_lengths"]
     with torch.no_grad():
         whole = stock.encoder(src, src_lengths=lengths, return_all_hiddens=True)

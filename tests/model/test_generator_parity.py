@@ -1,21 +1,22 @@
 """Tier 3, generator parity: stock vs EL on the same weights, for every fairseq-generate option.
 
 Identical hypothesis tokens (and alignments), scores within 1e-4, fp32, on batches whose sources
-differ in length.
+differ in length; on every device of the ``device`` fixture.
 """
 
 import pytest
-from fairseq import utils
 
 from fairseq_el.testing import build_translation_model
 
 from helpers import (
     assert_hypos_equal,
+    copy_to,
     generate,
     make_batch,
     make_dictionary,
     stock_and_el,
     tiny_args,
+    to_device,
 )
 
 DEFAULTS = ["--max-len-a", "0", "--max-len-b", "12"]  # keeps random models short; options override
@@ -58,20 +59,21 @@ def test_random_model_parity(models, model_name, name, device):
     dictionary, pairs = models
     stock, el, task = pairs[model_name]
     stock, el = stock.to(device), el.to(device)
-    sample = utils.apply_to_sample(lambda t: t.to(device), make_batch(dictionary, LENGTHS, seed=3))
+    sample = to_device(make_batch(dictionary, LENGTHS, seed=3), device)
     argv = DEFAULTS + OPTIONS[name]
     diff = assert_hypos_equal(generate(task, stock, sample, argv), generate(task, el, sample, argv))
     print(f"{model_name} {name}: identical tokens, max score diff {diff:.2e}")
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
-def test_trained_model_parity(trained_transformer, name):
-    stock, task, dictionary = trained_transformer
+def test_trained_model_parity(trained_transformer, name, device):
+    trained, task, dictionary = trained_transformer
     el, _, _ = build_translation_model(
         "el_transformer", dictionary, extra=tiny_args(dim=32, heads=4, ffn=64), seed=9
     )
-    el.load_state_dict(stock.state_dict())
-    sample = make_batch(dictionary, [4, 8, 6, 3, 7, 5], seed=1234)
+    el.load_state_dict(trained.state_dict())
+    stock, el = copy_to(trained, device), el.to(device)
+    sample = to_device(make_batch(dictionary, [4, 8, 6, 3, 7, 5], seed=1234), device)
     argv = ["--max-len-a", "1.2", "--max-len-b", "3"] + OPTIONS[name]
     stock_hypos = generate(task, stock, sample, argv)
     diff = assert_hypos_equal(stock_hypos, generate(task, el, sample, argv))
@@ -92,14 +94,15 @@ def test_trained_model_reverses(trained_transformer):
     assert correct >= 2, f"only {correct}/3 reversed correctly"
 
 
-def test_el_model_serves_generators_of_any_beam_in_turn():
+def test_el_model_serves_generators_of_any_beam_in_turn(device):
     """Stock BART breaks here (fairseq 0.12 keeps the previous beam size); EL does not."""
     dictionary = make_dictionary(24)
-    stock, el, task = stock_and_el("bart_base", dictionary, tiny_args(dim=18, heads=3), seed=2)
-    sample = make_batch(dictionary, LENGTHS, seed=3)
+    _, el, task = stock_and_el("bart_base", dictionary, tiny_args(dim=18, heads=3), seed=2)
+    el = el.to(device)
+    sample = to_device(make_batch(dictionary, LENGTHS, seed=3), device)
     for argv in (OPTIONS["beam"], OPTIONS["greedy"], OPTIONS["nbest"]):
         fresh, _, _ = stock_and_el("bart_base", dictionary, tiny_args(dim=18, heads=3), seed=2)
         assert_hypos_equal(
-            generate(task, fresh, sample, DEFAULTS + argv),
+            generate(task, fresh.to(device), sample, DEFAULTS + argv),
             generate(task, el, sample, DEFAULTS + argv),
         )

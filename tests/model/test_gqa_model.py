@@ -2,7 +2,8 @@
 
 A grouped-query model computes the same function as a stock model whose key/value heads are the
 grouped ones repeated for the query heads of their group (:func:`repeat_kv_heads`), so stock
-fairseq's beam search on that twin is the reference for the grouped model's beam search.
+fairseq's beam search on that twin is the reference for the grouped model's beam search. Parity
+runs on every device of the ``device`` fixture.
 """
 
 import re
@@ -22,7 +23,15 @@ from fairseq_el.convert.kv_heads import average_kv_heads, repeat_kv_heads
 from fairseq_el.recipes.paths import DATA_DIR
 from fairseq_el.testing import build_translation_model
 
-from helpers import assert_hypos_equal, generate, make_batch, make_dictionary, tiny_args
+from helpers import (
+    assert_hypos_equal,
+    copy_to,
+    generate,
+    make_batch,
+    make_dictionary,
+    tiny_args,
+    to_device,
+)
 
 HEADS, DIM = 4, 16
 TOL = 1e-5
@@ -45,7 +54,7 @@ def gqa_and_stock_twin(arch: str, kv_heads: int, seed: int = 0):
     return gqa, stock, task, dictionary
 
 
-def test_all_kv_heads_is_the_stock_model():
+def test_all_kv_heads_is_the_stock_model(device):
     dictionary = make_dictionary(20)
     plain, task, _ = build_translation_model(
         "el_transformer", dictionary, extra=tiny_args(), seed=3
@@ -54,7 +63,8 @@ def test_all_kv_heads_is_the_stock_model():
     plain_state, full_state = plain.state_dict(), full.state_dict()
     assert list(plain_state) == list(full_state)
     assert all(torch.equal(plain_state[k], full_state[k]) for k in plain_state)
-    sample = make_batch(dictionary, [6, 3, 8], seed=1)
+    plain, full = plain.to(device), full.to(device)
+    sample = to_device(make_batch(dictionary, [6, 3, 8], seed=1), device)
     with torch.no_grad():
         assert torch.equal(plain(**sample["net_input"])[0], full(**sample["net_input"])[0])
     for a, b in zip(generate(task, plain, sample, BEAM), generate(task, full, sample, BEAM)):
@@ -95,12 +105,13 @@ def twin_of(gqa, kv_heads: int, dictionary):
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])
-def test_beam_search_equals_stock_twin_and_full_rescoring(trained_gqa, kv_heads):
-    gqa, task, dictionary = trained_gqa[kv_heads]
-    sample = make_batch(dictionary, [6, 3, 8, 5], seed=1234)
+def test_beam_search_equals_stock_twin_and_full_rescoring(trained_gqa, kv_heads, device):
+    trained, task, dictionary = trained_gqa[kv_heads]
+    gqa = copy_to(trained, device)
+    sample = to_device(make_batch(dictionary, [6, 3, 8, 5], seed=1234), device)
     hypos = generate(task, gqa, sample, BEAM)
     assert len({tuple(h["tokens"].tolist()) for h in hypos[0]}) == 4  # distinct hypotheses
-    stock = twin_of(gqa, kv_heads, dictionary)
+    stock = twin_of(trained, kv_heads, dictionary).to(device)
     twin_diff = assert_hypos_equal(generate(task, stock, sample, BEAM), hypos)
 
     rescore_diff = 0.0
@@ -124,16 +135,18 @@ def test_beam_search_equals_stock_twin_and_full_rescoring(trained_gqa, kv_heads)
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])
-def test_el_bart_beam_search_equals_stock_twin(kv_heads):
+def test_el_bart_beam_search_equals_stock_twin(kv_heads, device):
     gqa, stock, task, dictionary = gqa_and_stock_twin("bart_base", kv_heads, seed=2)
-    sample = make_batch(dictionary, [6, 3, 8], seed=7)
+    gqa, stock = gqa.to(device), stock.to(device)
+    sample = to_device(make_batch(dictionary, [6, 3, 8], seed=7), device)
     assert_hypos_equal(generate(task, stock, sample, BEAM), generate(task, gqa, sample, BEAM))
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])
-def test_cache_holds_kv_heads_per_position(kv_heads):
+def test_cache_holds_kv_heads_per_position(kv_heads, device):
     gqa, _, _, dictionary = gqa_and_stock_twin("transformer", kv_heads)
-    sample = make_batch(dictionary, [6, 3], seed=1)
+    gqa = gqa.to(device)
+    sample = to_device(make_batch(dictionary, [6, 3], seed=1), device)
     net_input = sample["net_input"]
     prev = net_input["prev_output_tokens"][:, :3].repeat_interleave(4, dim=0)  # (B*beam, 3)
     state: Dict = {}
@@ -213,11 +226,12 @@ def lm(arch: str, extra: List[str], seed: int):
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])
-def test_el_transformer_lm_incremental_equals_full_and_stock_twin(kv_heads):
+def test_el_transformer_lm_incremental_equals_full_and_stock_twin(kv_heads, device):
     gqa, dictionary = lm("el_transformer_lm", ["--decoder-kv-heads", str(kv_heads)], seed=1)
     stock, _ = lm("transformer_lm", [], seed=2)
     stock.load_state_dict(repeat_kv_heads(gqa.state_dict(), HEADS, kv_heads))
-    tokens = torch.randint(dictionary.nspecial, len(dictionary), (3, 7))  # (B, T)
+    gqa, stock = gqa.to(device), stock.to(device)
+    tokens = torch.randint(dictionary.nspecial, len(dictionary), (3, 7)).to(device)  # (B, T)
     state: Dict = {}
     with torch.no_grad():
         full, _ = gqa(tokens)  # (B, T, V)

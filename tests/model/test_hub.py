@@ -1,5 +1,6 @@
 """``fairseq_el.from_pretrained``: fairseq's BART hub interface over the EL model, against stock
-``BARTModel.from_pretrained`` on the same model folder (dict.txt, GPT-2 BPE from shipped files)."""
+``BARTModel.from_pretrained`` on the same model folder (dict.txt, GPT-2 BPE from shipped files),
+on every device of the ``device`` fixture."""
 
 import shutil
 
@@ -48,9 +49,10 @@ def model_dir(tmp_path_factory):
     ],
     ids=["beam", "nbest-lenpen-norepeat", "diverse", "sampling"],
 )
-def test_from_pretrained_matches_stock_bart_hub(model_dir, search):
-    stock = BARTModel.from_pretrained(str(model_dir), checkpoint_file="model.pt", **BPE).eval()
-    el = fairseq_el.from_pretrained(str(model_dir), checkpoint_file="model.pt", **BPE).eval()
+def test_from_pretrained_matches_stock_bart_hub(model_dir, search, device):
+    stock = BARTModel.from_pretrained(str(model_dir), checkpoint_file="model.pt", **BPE)
+    el = fairseq_el.from_pretrained(str(model_dir), checkpoint_file="model.pt", **BPE)
+    stock, el = stock.eval().to(device), el.eval().to(device)
     assert type(el) is BARTHubInterface and type(el.model).__name__ == "ELBARTModel"
     assert type(stock.model) is BARTModel
     tokens = [stock.encode(text) for text in TEXTS]
@@ -69,9 +71,10 @@ def test_from_pretrained_matches_stock_bart_hub(model_dir, search):
             assert abs(float(s["score"]) - float(e["score"])) <= SCORE_TOL
 
 
-def test_sample_strings_and_stock_switch(model_dir):
-    stock = BARTModel.from_pretrained(str(model_dir), checkpoint_file="model.pt", **BPE).eval()
-    el = fairseq_el.from_pretrained(str(model_dir), checkpoint_file="model.pt", **BPE).eval()
+def test_sample_strings_and_stock_switch(model_dir, device):
+    stock = BARTModel.from_pretrained(str(model_dir), checkpoint_file="model.pt", **BPE)
+    el = fairseq_el.from_pretrained(str(model_dir), checkpoint_file="model.pt", **BPE)
+    stock, el = stock.eval().to(device), el.eval().to(device)
     assert el.sample(TEXTS, beam=4, max_len_b=12) == stock.sample(TEXTS, beam=4, max_len_b=12)
     again = fairseq_el.from_pretrained(str(model_dir), "model.pt", stock=True, **BPE)
     assert type(again.model) is BARTModel and isinstance(again, GeneratorHubInterface)

@@ -2,7 +2,7 @@
 
 Every EL self-attention (stock layout, ``--el-self-attention``, ``--decoder-kv-heads``) keeps its
 cache in a :class:`~fairseq_el.attention.cache.DecodingCache`. Identical tokens, scores within
-1e-4, fp32.
+1e-4, fp32, on every device of the ``device`` fixture.
 """
 
 from typing import List
@@ -14,7 +14,14 @@ from fairseq_el.attention.cache import DecodingCache
 from fairseq_el.convert.kv_heads import average_kv_heads, repeat_kv_heads
 from fairseq_el.testing import build_translation_model
 
-from helpers import assert_hypos_equal, generate, make_batch, make_dictionary, tiny_args
+from helpers import (
+    assert_hypos_equal,
+    generate,
+    make_batch,
+    make_dictionary,
+    tiny_args,
+    to_device,
+)
 
 VARIANTS = {"el": [], "el-sa": ["--el-self-attention"], "gqa": ["--decoder-kv-heads", "2"]}
 HEADS = 4
@@ -29,8 +36,9 @@ SEARCHES = {
 }
 
 
-def el_and_stock(variant: str, dim: int, state=None, seed: int = 1):
-    """An EL ``transformer`` of ``variant`` and the stock model computing the same."""
+def el_and_stock(variant: str, dim: int, device: str, state=None, seed: int = 1):
+    """An EL ``transformer`` of ``variant`` and the stock model computing the same, on
+    ``device``."""
     dictionary = make_dictionary(16 if state is not None else 24)
     extra = tiny_args(dim=dim, heads=HEADS, ffn=2 * dim)
     el, task, _ = build_translation_model(
@@ -41,14 +49,14 @@ def el_and_stock(variant: str, dim: int, state=None, seed: int = 1):
     stock, _, _ = build_translation_model("transformer", dictionary, extra=extra, seed=seed + 1)
     twin = el.state_dict()
     stock.load_state_dict(repeat_kv_heads(twin, HEADS, 2) if variant == "gqa" else twin)
-    return el, stock, task, dictionary
+    return el.to(device), stock.to(device), task, dictionary
 
 
 @pytest.mark.parametrize("search", list(SEARCHES))
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_long_outputs_equal_stock(variant, search):
-    el, stock, task, dictionary = el_and_stock(variant, dim=16)
-    sample = make_batch(dictionary, [5, 9, 3], seed=3)
+def test_long_outputs_equal_stock(variant, search, device):
+    el, stock, task, dictionary = el_and_stock(variant, dim=16, device=device)
+    sample = to_device(make_batch(dictionary, [5, 9, 3], seed=3), device)
     argv = LONG + SEARCHES[search]
     stock_hypos = generate(task, stock, sample, argv)
     assert min(len(h["tokens"]) for hypos in stock_hypos for h in hypos) > 200
@@ -59,10 +67,12 @@ def test_long_outputs_equal_stock(variant, search):
 @pytest.mark.filterwarnings("ignore:.*uptraining")
 @pytest.mark.parametrize("search", ["beam", "diverse_beam", "sampling", "nbest", "no_repeat_ngram"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_finished_sentences_leave_the_batch(trained_transformer, monkeypatch, variant, search):
+def test_finished_sentences_leave_the_batch(
+    trained_transformer, monkeypatch, variant, search, device
+):
     """Sentences of different lengths finish at different steps; the rest decode on, exact."""
-    trained, _, _ = trained_transformer
-    el, stock, task, dictionary = el_and_stock(variant, dim=32, state=trained.state_dict())
+    trained, _, _ = trained_transformer  # its weights are copied into new models
+    el, stock, task, dictionary = el_and_stock(variant, 32, device, state=trained.state_dict())
     rows: List[int] = []
     reorder = DecodingCache.reorder
 
@@ -71,7 +81,7 @@ def test_finished_sentences_leave_the_batch(trained_transformer, monkeypatch, va
         reorder(cache, new_order)
 
     monkeypatch.setattr(DecodingCache, "reorder", recording)
-    sample = make_batch(dictionary, [3, 9, 5, 12, 4, 7], seed=11)
+    sample = to_device(make_batch(dictionary, [3, 9, 5, 12, 4, 7], seed=11), device)
     argv = ["--max-len-a", "1.2", "--max-len-b", "3", *SEARCHES[search]]
     stock_hypos = generate(task, stock, sample, argv)
     el_hypos = generate(task, el, sample, argv)
@@ -83,18 +93,17 @@ def test_finished_sentences_leave_the_batch(trained_transformer, monkeypatch, va
     print(f"{variant} {search}: rows per step {per_step}, max score diff {diff:.2e}")
 
 
-def test_recorded_steps_are_every_reorder():
+def test_recorded_steps_are_every_reorder(device):
     """Guards the recorder above: one reorder per self-attention layer and step."""
-    el, _, task, dictionary = el_and_stock("el", dim=16)
+    el, _, task, dictionary = el_and_stock("el", dim=16, device=device)
     calls = []
     reorder = DecodingCache.reorder
     DecodingCache.reorder = lambda cache, order: (
         calls.append(order.numel()) or reorder(cache, order)
     )
     try:
-        generate(
-            task, el, make_batch(dictionary, [4, 6], seed=1), ["--beam", "2", "--max-len-b", "5"]
-        )
+        sample = to_device(make_batch(dictionary, [4, 6], seed=1), device)
+        generate(task, el, sample, ["--beam", "2", "--max-len-b", "5"])
     finally:
         DecodingCache.reorder = reorder
     assert len(calls) % len(el.decoder.layers) == 0 and calls

@@ -1,4 +1,5 @@
-"""--task el_language_modeling: the shared prompt in one pass, the same tokens and scores."""
+"""--task el_language_modeling: the shared prompt in one pass, the same tokens and scores, on
+every device of the ``device`` fixture."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from fairseq import options
 from fairseq_el.tasks.el_language_modeling import ELLanguageModelingTask, PromptSequenceGenerator
 from fairseq_el.testing import build_language_model, make_dictionary, tiny_lm_args
 
-from helpers import assert_hypos_equal
+from helpers import assert_hypos_equal, to_device
 
 ARCH = "transformer_lm_gpt2_tiny"
 SEARCH = {
@@ -55,30 +56,31 @@ def run(task, model, sample, argv, seq_gen_cls):
 
 @pytest.mark.parametrize("search", list(SEARCH))
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_one_pass_prompt_equals_token_by_token(variant, search):
+def test_one_pass_prompt_equals_token_by_token(variant, search, device):
     dictionary = make_dictionary(30)
     arch, extra = VARIANTS[variant]
     model, task, _ = build_language_model(
         arch, dictionary, extra=[*tiny_lm_args(dim=24, heads=4), *extra], seed=1
     )
-    sample = lm_sample(dictionary, [7, 3, 5, 9], seed=2)
+    model = model.to(device)
+    sample = to_device(lm_sample(dictionary, [7, 3, 5, 9], seed=2), device)
     reference = run(task, model, sample, SEARCH[search], None)  # stock SequenceGenerator
     one_pass = run(task, model, sample, SEARCH[search], PromptSequenceGenerator)
     diff = assert_hypos_equal(reference, one_pass)
     print(f"{variant} {search}: prompt in one pass == token by token, max score diff {diff:.2e}")
 
 
-def test_the_shared_prompt_skips_the_decoder(monkeypatch):
+def test_the_shared_prompt_skips_the_decoder(monkeypatch, device):
     dictionary = make_dictionary(30)
     model, task, _ = build_language_model("el_" + ARCH, dictionary, extra=tiny_lm_args(), seed=1)
+    model = model.to(device)
     calls = []
     original = model.decoder.forward
     monkeypatch.setattr(
         model.decoder, "forward", lambda *a, **k: calls.append(a[0].size(1)) or original(*a, **k)
     )
-    run(
-        task, model, lm_sample(dictionary, [6, 4], seed=3), ["--beam", "2"], PromptSequenceGenerator
-    )
+    sample = to_device(lm_sample(dictionary, [6, 4], seed=3), device)
+    run(task, model, sample, ["--beam", "2"], PromptSequenceGenerator)
     # one pass over BOS + the 3 prompt tokens the shorter prompt shares with the longer one
     # (steps 0-3), then incremental steps from step 4 (5 tokens) on: none for steps 1-3
     assert calls[:2] == [4, 5] and calls == sorted(set(calls))
