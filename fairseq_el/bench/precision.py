@@ -85,6 +85,20 @@ class Diffs:
         )
 
 
+METRIC_TOL = 0.1  # a corpus metric (BLEU, ROUGE x 100) of EL in low precision vs stock's
+
+
+def metric_holds(stock: float, el: float, reference: float, tol: float = METRIC_TOL) -> bool:
+    """The rule at the level of a corpus metric of generated text.
+
+    EL's metric in low precision equals stock's within ``tol``; or, where rounding parted a few
+    near-ties (one parted sentence moves BLEU on tens of sentences by more than ``tol``), EL's
+    metric is at most twice as far from the fp32 ``reference`` (stock and EL are identical in
+    fp32) as stock's, plus ``tol``: rounding may move EL, but not further from exact than stock.
+    """
+    return abs(el - stock) <= tol or abs(el - reference) <= 2 * abs(stock - reference) + tol
+
+
 def _rounded(module: MultiheadAttention, dtype: torch.dtype, device: str) -> MultiheadAttention:
     """Non-zero biases, then ``module`` in ``dtype`` on ``device``."""
     with torch.no_grad():

@@ -16,7 +16,7 @@ from typing import List, Optional
 import yaml
 
 from fairseq_el.manifest import check_complete
-from fairseq_el.recipes import compare, finetune, prepare, sources
+from fairseq_el.recipes import compare, finetune, prepare, runner, sources
 from fairseq_el.recipes.config import TaskConfig, load_config
 from fairseq_el.recipes.paths import BPE_DIR, DATA_ROOT_HELP, RUNS_DIR, data_root
 from fairseq_el.usage import (
@@ -30,6 +30,12 @@ from fairseq_el.usage import (
 )
 
 OVERWRITE_HELP = "replace a previous run of other inputs or settings in the output directory"
+DTYPE_HELP = (
+    "precision of generation: fp16 is fairseq-generate --fp16; fairseq-generate has no bf16, so "
+    "for bf16 the models (stock and EL alike) are cast to bfloat16 as they load. In fp16/bf16 EL "
+    "is not bit-identical to stock (rounding may part near-ties): stock vs EL then expects every "
+    f"score within {compare.METRIC_TOL} instead of 0 differing hypotheses"
+)
 
 
 def task_config(value: str) -> TaskConfig:
@@ -148,6 +154,7 @@ def run_task_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cpu", action="store_true", help="generate on CPU (default: CUDA where torch sees it)"
     )
+    p.add_argument("--dtype", choices=runner.DTYPES, default="fp32", help=DTYPE_HELP)
     p.add_argument("--out", type=Path, default=RUNS_DIR / "run_task")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     return p
@@ -160,11 +167,11 @@ def run_task_main(argv: Optional[List[str]] = None) -> None:
     check_run_task_args(args, config)
     common = dict(subset=args.subset, variant=args.variant, batch_size=args.batch_size,
                   threads=args.threads, overwrite=args.overwrite,
-                  cpu=True if args.cpu else None)  # fmt: skip
+                  cpu=True if args.cpu else None, dtype=args.dtype)  # fmt: skip
     if args.compare:
         result = compare.compare(config, args.checkpoint, args.data, args.out, **common)
         print(compare.table(result), flush=True)
-        sys.exit(1 if result.differing else 0)
+        sys.exit(0 if result.agrees else 1)
     run = compare.run_one(config, args.checkpoint, args.data, args.out, el=args.el, **common)
     for name, value in run.scores.items():
         print(f"{name}: {value:.2f}")
@@ -274,13 +281,14 @@ def demo_main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per child process")
     p.add_argument("--data-root", type=Path, help=DATA_ROOT_HELP)
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--dtype", choices=runner.DTYPES, default="fp32", help=DTYPE_HELP)
     args = p.parse_args(argv)
     at_least("--threads", args.threads, 1)
     out = output_dir("--out", args.out or RUNS_DIR / ("demo_quick" if args.quick else "demo"))
     root = data_root(args.data_root)
     from fairseq_el.recipes.demo import run_demo
 
-    run_demo(args.quick, out, args.threads, root, args.overwrite)
+    run_demo(args.quick, out, args.threads, root, args.overwrite, args.dtype)
 
 
 # ---------------------------------------------------------------- fairseq-el-gqa-study

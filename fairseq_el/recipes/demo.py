@@ -65,8 +65,11 @@ def demo_tasks(quick: bool, root: Path = DATA_DIR) -> List[DemoTask]:
     ]
 
 
-def run_task(task: DemoTask, out_dir: Path, threads: int, run: RunDir) -> report.TaskOutcome:
-    """Prepare, train, compare one task; everything under ``out_dir/<task>``, resumable."""
+def run_task(
+    task: DemoTask, out_dir: Path, threads: int, run: RunDir, dtype: str = "fp32"
+) -> report.TaskOutcome:
+    """Prepare, train, compare one task (generation in ``dtype``); everything under
+    ``out_dir/<task>``, resumable."""
     config = load_config(task.name)
     work = out_dir / task.name
     start = time.perf_counter()
@@ -88,22 +91,26 @@ def run_task(task: DemoTask, out_dir: Path, threads: int, run: RunDir) -> report
         )
         checkpoint = finetune.train(argv, threads=threads)
         run.done(step, str(checkpoint))
-    comparison = compare.compare(
-        config, checkpoint, work / "data", work / "generate", batch_size=32, threads=threads
-    )
+    comparison = compare.compare(config, checkpoint, work / "data", work / "generate",
+                                 batch_size=32, threads=threads, dtype=dtype)  # fmt: skip
     step = f"{task.name}/corpus"
     if not run.is_done(step):
-        jsonl = corpus_generate(config, checkpoint, work / "data", work / "corpus", threads)
+        jsonl = corpus_generate(config, checkpoint, work / "data", work / "corpus", threads, dtype)
         run.done(step, identical_best(jsonl, comparison.el.hypotheses))
     model = f"tiny bart_base trained for {task.updates} updates"
     return finish(task.name, model, reports, comparison, start, tuple(run.record(step)))
 
 
 def corpus_generate(
-    config: TaskConfig, checkpoint: Path, data: Path, out_dir: Path, threads: int
+    config: TaskConfig,
+    checkpoint: Path,
+    data: Path,
+    out_dir: Path,
+    threads: int,
+    dtype: str = "fp32",
 ) -> Path:
     """The test split through ``fairseq-el-generate`` (EL, JSONL): what a user runs on a corpus."""
-    argv = runner.generate_argv(config, checkpoint, data, out_dir, el=True)
+    argv = runner.generate_argv(config, checkpoint, data, out_dir, el=True, dtype=dtype)
     at = argv.index("--results-path")
     del argv[at : at + 2]  # fairseq-generate's log file: the JSONL replaces it
     jsonl = out_dir / "test.jsonl"
@@ -123,7 +130,7 @@ def identical_best(jsonl: Path, hypotheses: List[str]) -> Tuple[int, int]:
 
 
 def run_scale(
-    out_dir: Path, threads: int, root: Path = DATA_DIR, examples: int = 4
+    out_dir: Path, threads: int, root: Path = DATA_DIR, examples: int = 4, dtype: str = "fp32"
 ) -> report.TaskOutcome:
     """Resources at a real model size: a full-size bart_base, untrained, on CNN/DM sources.
 
@@ -141,9 +148,8 @@ def run_scale(
         dictionary = Dictionary.load(str(BPE_DIR / "dict.txt"))
         model, _, args = build_translation_model("bart_base", dictionary, seed=0)
         save_checkpoint(model, args, str(checkpoint))
-    comparison = compare.compare(
-        config, checkpoint, work / "data", work / "generate", batch_size=examples, threads=threads
-    )
+    comparison = compare.compare(config, checkpoint, work / "data", work / "generate",
+                                 batch_size=examples, threads=threads, dtype=dtype)  # fmt: skip
     return finish("cnndm at bart_base size", "bart_base (140M), random weights", reports,
                   comparison, start)  # fmt: skip
 
@@ -170,17 +176,20 @@ def run_demo(
     threads: int = 1,
     root: Path = DATA_DIR,
     overwrite: bool = False,
+    dtype: str = "fp32",
 ) -> Path:
-    """Run every task (and, unless ``quick``, the bart_base-size run); the report comes last.
+    """Run every task (and, unless ``quick``, the bart_base-size run), generating in ``dtype``;
+    the report comes last.
 
     ``out_dir`` holds one demo run (its manifest says which and what is done): the same demo
     again resumes what is missing; another one is refused unless ``overwrite``.
     """
-    run = RunDir(Path(out_dir), "demo", {"quick": quick}, {"data": Path(root)}, overwrite)
-    outcomes = [run_task(task, run.path, threads, run) for task in demo_tasks(quick, root)]
+    settings = {"quick": quick, "dtype": dtype}
+    run = RunDir(Path(out_dir), "demo", settings, {"data": Path(root)}, overwrite)
+    outcomes = [run_task(task, run.path, threads, run, dtype) for task in demo_tasks(quick, root)]
     if not quick:
-        outcomes.append(run_scale(run.path, threads, root))
-    path = report.write_report(run.path, outcomes, quick)
+        outcomes.append(run_scale(run.path, threads, root, dtype=dtype))
+    path = report.write_report(run.path, outcomes, quick, dtype)
     outputs = [path.name] + [p.name for p in run.path.glob("*.png")]
     run.finish(outputs)
     print(f"report: {path}", flush=True)

@@ -8,6 +8,9 @@ memory that decoding itself takes, which is where EL and stock differ. The runne
 ``MALLOC_MMAP_THRESHOLD_`` so that freed large blocks go back to the system and the RSS follows
 live memory. The model classes are recorded because ``--model-overrides`` is the only thing that
 makes a stock checkpoint load as an EL model: the runner checks the class instead of trusting it.
+fairseq-generate parses ``--bf16`` but never casts the models (only ``--fp16`` halves them): with
+``--bf16`` in the arguments, the models are cast to bfloat16 here, as they are loaded. The dtypes
+of the parameters the models generate with are recorded, for the runner to check in turn.
 """
 
 import logging
@@ -17,7 +20,7 @@ import resource
 import sys
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Set
 
 from fairseq import checkpoint_utils
 from fairseq.tasks.fairseq_task import FairseqTask
@@ -85,22 +88,33 @@ class DecodingMemory:
         return float("nan") if self.start is None else self.peak - self.start
 
 
+def recording_dtypes(inference_step: Callable, dtypes: Set[str]) -> Callable:
+    """``inference_step`` that adds the dtypes of its models' parameters to ``dtypes``."""
+
+    def recorded(self, generator, models, *args, **kwargs):
+        dtypes.update(str(p.dtype).replace("torch.", "") for m in models for p in m.parameters())
+        return inference_step(self, generator, models, *args, **kwargs)
+
+    return recorded
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[1] != "--":
         raise SystemExit("usage: python -m fairseq_el.recipes.measure RESULT.json -- ARGS...")
     result_path, generate_argv = argv[0], argv[2:]
+    bf16 = "--bf16" in generate_argv
     classes: List[str] = []
     load = checkpoint_utils.load_model_ensemble
 
     def recording_load(*args, **kwargs):
         models, model_args = load(*args, **kwargs)
         classes.extend(f"{type(m).__module__}.{type(m).__name__}" for m in models)
-        return models, model_args
+        return [m.bfloat16() for m in models] if bf16 else models, model_args
 
     checkpoint_utils.load_model_ensemble = recording_load
-    decoding = DecodingMemory()
-    FairseqTask.inference_step = decoding.wrap(FairseqTask.inference_step)
+    decoding, dtypes = DecodingMemory(), set()
+    FairseqTask.inference_step = decoding.wrap(recording_dtypes(FairseqTask.inference_step, dtypes))
     timer = GenerationTimeHandler()
     logging.getLogger(generate.__name__).addHandler(timer)
     baseline = rss_mb()  # after importing torch and fairseq: the part no attention can save
@@ -110,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     seconds = time.perf_counter() - start
     result = {
         "model_classes": classes,
+        "parameter_dtypes": sorted(dtypes),
         "seconds": seconds,
         "generation_seconds": timer.seconds,
         "peak_rss_mb": rss_mb(),

@@ -82,13 +82,16 @@ def examples(outcome: TaskOutcome, count: int = 2) -> List[str]:
     return lines
 
 
-def write_report(out_dir: Path, outcomes: List[TaskOutcome], quick: bool) -> Path:
+def write_report(
+    out_dir: Path, outcomes: List[TaskOutcome], quick: bool, dtype: str = "fp32"
+) -> Path:
     """Write ``out_dir/report.md`` (atomically) for the tasks done."""
+    device = "CUDA" if torch.cuda.is_available() else "CPU"
     lines = [
         f"# fairseq-el demo ({'quick' if quick else 'default'} mode)",
         "",
         f"torch {torch.__version__}, fairseq {fairseq.__version__}, "
-        f"Python {platform.python_version()}, {platform.machine()}, CPU.",
+        f"Python {platform.python_version()}, {platform.machine()}, {device}, {dtype}.",
         "",
         CAVEAT,
         "",

@@ -5,6 +5,11 @@
 both checkpoint layouts (``args`` from older fairseq, ``cfg`` from fairseq-train 0.12): it sets the
 arch before building the model. The run records the class it loaded (:mod:`.measure`) and fails if
 it is not the one asked for. Stock runs get ``--user-dir`` too, so both use the same fairseq fixes.
+
+Precision (``dtype``): fp16 passes fairseq-generate's ``--fp16``. fairseq-generate has no bf16
+inference (it parses ``--bf16``, a training option, and ignores it), so for bf16 the runner passes
+``--bf16`` and its child (:mod:`.measure`) casts the models to bfloat16 as they load, stock and EL
+alike, where ``--fp16`` would halve them.
 """
 
 import json
@@ -29,6 +34,8 @@ from fairseq_el.recipes.paths import BPE_DIR, require_file
 from fairseq_el.recipes.qg_metrics import qg_scores
 from fairseq_el.recipes.scoring import bleu, rouge
 
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # name: torch dtype
+
 
 @dataclass
 class RunResult:
@@ -43,6 +50,7 @@ class RunResult:
     decoding_rss_rise_mb: float  # RSS rise while generating, above the RSS before the first batch
     model_classes: List[str]
     command: List[str] = field(default_factory=list)
+    dtype: str = "fp32"
 
 
 def thread_env(threads: Optional[int]) -> Dict[str, str]:
@@ -74,16 +82,22 @@ def generate_argv(
     batch_size: int = 16,
     bpe_dir: Path = BPE_DIR,
     cpu: Optional[bool] = None,
+    dtype: str = "fp32",
 ) -> List[str]:
     """fairseq-generate arguments: the config's search settings, local GPT-2 BPE, no size skips.
 
     ``cpu``: pass ``--cpu``; ``None`` (default) passes it only where torch sees no CUDA device.
+    ``dtype``: one of :data:`DTYPES`; fp16 and bf16 add ``--fp16`` / ``--bf16``.
     """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     argv = [str(data_dir), "--path", str(checkpoint), "--task", "translation"]
     argv += ["--source-lang", "source", "--target-lang", "target", "--gen-subset", subset]
     argv += ["--batch-size", str(batch_size), "--results-path", str(results_dir)]
     if cpu or (cpu is None and not torch.cuda.is_available()):
         argv.append("--cpu")
+    if dtype != "fp32":
+        argv.append(f"--{dtype}")
     # fairseq-generate's default multiple of 8 silently drops the last examples of a short set
     argv += ["--required-batch-size-multiple", "1"]
     argv += ["--user-dir", fairseq_el.USER_DIR, *GPT2BPE(bpe_dir).fairseq_args()]
@@ -136,23 +150,28 @@ def run(
     bpe_dir: Path = BPE_DIR,
     threads: Optional[int] = None,
     cpu: Optional[bool] = None,
+    dtype: str = "fp32",
 ) -> RunResult:
-    """Generate in a child process (own peak memory), check the model class, score. ``cpu``: as
-    :func:`generate_argv` (default: CPU only where there is no CUDA device)."""
+    """Generate in a child process (own peak memory), check the model class, score. ``cpu`` and
+    ``dtype``: as :func:`generate_argv` (default: CPU only where there is no CUDA device; fp32)."""
     mode = "el" if el else "stock"
     out_dir = Path(out_dir) / mode
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = generate_argv(
-        config, checkpoint, data_dir, out_dir, el, subset, variant, batch_size, bpe_dir, cpu
+        config, checkpoint, data_dir, out_dir, el, subset, variant, batch_size, bpe_dir, cpu, dtype
     )
-    print(f"[{mode}] fairseq-generate " + shlex.join(argv), flush=True)
     measured = out_dir / "measure.json"
     command = [sys.executable, "-m", "fairseq_el.recipes.measure", str(measured), "--", *argv]
+    # fairseq-generate alone would ignore --bf16: then the command that casts is the one to show
+    shown = command if dtype == "bf16" else ["fairseq-generate", *argv]
+    print(f"[{mode}] " + shlex.join(shown), flush=True)
     subprocess.run(command, check=True, env=thread_env(threads))
     measure = json.loads(measured.read_text(encoding="utf-8"))
     is_el = [cls.startswith("fairseq_el.") for cls in measure["model_classes"]]
     if not is_el or any(is_el) != el or not all(x == is_el[0] for x in is_el):
         raise RuntimeError(f"[{mode}] fairseq loaded {measure['model_classes']}")
+    if measure["parameter_dtypes"] != [DTYPES[dtype]]:
+        raise RuntimeError(f"[{mode}] {dtype} asked, generated in {measure['parameter_dtypes']}")
     hyp_by_id, targets = parse_generation(out_dir / f"generate-{subset}.txt")
     references = references_for(data_dir, subset, targets)
     if sorted(hyp_by_id) != list(range(len(references))):
@@ -170,5 +189,6 @@ def run(
         baseline_rss_mb=measure["baseline_rss_mb"],
         decoding_rss_rise_mb=measure["decoding_rss_rise_mb"],
         model_classes=measure["model_classes"],
-        command=["fairseq-generate", *argv],
+        command=shown,
+        dtype=dtype,
     )

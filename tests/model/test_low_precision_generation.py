@@ -1,21 +1,26 @@
-"""``fairseq-generate --fp16``, stock vs EL, on the trained tiny Transformer, every search mode.
+"""Stock vs EL in low precision on the trained tiny Transformer, every search mode:
+``fairseq-generate --fp16``, and ``fairseq-el-generate --fp16`` / ``--bf16`` (``--stock`` vs EL).
 
-In fp16 EL cannot be bit-identical to stock (it reorders the attention's floating-point
-operations). The test reports the share of identical hypotheses and the score differences, asks
-for identical hypotheses in the large majority and the same BLEU within 0.1, and shows that every
+In fp16/bf16 EL cannot be bit-identical to stock (it reorders the attention's floating-point
+operations). The tests report the share of identical hypotheses and the score differences, ask
+for identical hypotheses in the large majority and the same BLEU within 0.1 (fairseq-el-generate:
+by the rule at the metric level, :func:`~fairseq_el.bench.precision.metric_holds`, as a parted
+near-tie moves BLEU on 64 sentences by 0.2 or more), and show that every
 difference is a near-tie broken by rounding: at the first step where the two hypotheses part,
-decoded step by step (EL's own path) in fp16 by each model and in fp32 by the reference,
+decoded step by step (EL's own path) in low precision by each model and in fp32 by the reference,
 (1) the step's log-probabilities obey the low-precision rule, and (2) the reference scores of the
-two chosen tokens (prefix score included) are closer than the two fp16 errors together, so
-rounding alone can order them either way.
+two chosen tokens (prefix score included; in top-k sampling, the scores of the replayed random
+draw) are closer than the two low-precision errors together, so rounding alone can order them
+either way.
 """
 
 import copy
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 import sacrebleu
@@ -23,31 +28,37 @@ import torch
 from fairseq.data import indexed_dataset
 
 import fairseq_el
-from fairseq_el.bench.precision import Diffs
+from fairseq_el.bench.precision import Diffs, metric_holds
 from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.generate.runner import example_seed
 from fairseq_el.testing import build_translation_model, tiny_args, translation_args
 
 from helpers import make_batch
 
 GENERATE = str(Path(sys.executable).parent / "fairseq-generate")
+EL_GENERATE = str(Path(sys.executable).parent / "fairseq-el-generate")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 EXTRA = tiny_args(dim=32, heads=4, ffn=64)  # the trained_transformer fixture's shape
 SEARCHES = {
     "beam": ["--beam", "4"],
     "greedy": ["--beam", "1"],
-    "sampling": ["--sampling", "--sampling-topk", "5", "--beam", "1", "--seed", "3"],  # TOPK
+    "sampling": ["--sampling", "--sampling-topk", "5", "--beam", "1", "--seed", "3"],  # TOPK, SEED
     "diverse_beam": ["--beam", "4", "--diverse-beam-groups", "2", "--diverse-beam-strength",
                      "0.5"],
 }  # fmt: skip
-TOPK = 5  # --sampling-topk above
+TOPK, SEED = 5, 3  # --sampling-topk and --seed above
 SENTENCES = 64
 MIN_IDENTICAL = 0.9  # "the large majority"; every difference must also pass the near-tie check
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+COMMON = ["--task", "translation", "-s", "source", "-t", "target", "--gen-subset", "test",
+          "--batch-size", "16", "--max-len-a", "1.2", "--max-len-b", "3"]  # fmt: skip
+Outputs = Dict[int, List[str]]  # sentence id: [score, text] of the best hypothesis
 
 
 @pytest.fixture(scope="module")
 def setup(trained_transformer, tmp_path_factory):
     """A binarized reversal test set (its sources and references by id), the trained weights as
-    stock and EL checkpoints, and the three models of the near-tie check."""
+    stock and EL checkpoints, and the three models of the near-tie check by dtype."""
     model, _, dictionary = trained_transformer
     out = tmp_path_factory.mktemp("fp16")
     sample = make_batch(dictionary, [3 + i % 6 for i in range(SENTENCES)], seed=2024)
@@ -67,26 +78,60 @@ def setup(trained_transformer, tmp_path_factory):
     paths = {"stock": out / "stock.pt", "el": out / "el.pt"}
     save_checkpoint(model, translation_args("transformer", extra=EXTRA), str(paths["stock"]))
     save_checkpoint(el, el_args, str(paths["el"]))
-    models = (model, copy.deepcopy(model).half(), copy.deepcopy(el).half())  # ref, stock, EL
+    # by dtype: (fp32 reference, stock, EL)
+    models = {
+        name: (model, copy.deepcopy(model).to(dtype), copy.deepcopy(el).to(dtype))
+        for name, dtype in DTYPES.items()
+    }
     return out, paths, rows, models
 
 
-def fairseq_generate(data: Path, checkpoint: Path, options: List[str]) -> Dict[int, List[str]]:
-    """``fairseq-generate --fp16``; {sentence id: [H- score, token ids]} of the best hypothesis."""
-    cmd = [
-        GENERATE, str(data), "--path", str(checkpoint), "--user-dir", fairseq_el.USER_DIR,
-        "--task", "translation", "-s", "source", "-t", "target", "--gen-subset", "test",
-        "--fp16", "--batch-size", "16", "--max-len-a", "1.2", "--max-len-b", "3", *options,
-    ]  # fmt: skip
+@pytest.fixture(scope="module")
+def fp32_bleu(setup, trained_transformer) -> Callable[[str], float]:
+    """BLEU of ``fairseq-el-generate`` in fp32 by search (stock and EL identical there), each
+    computed once: the reference of the rule at the metric level."""
+    data, paths, rows, _ = setup
+    done: Dict[str, float] = {}
+
+    def bleu(search: str) -> float:
+        if search not in done:
+            out = el_generate(data, paths["stock"], "fp32", SEARCHES[search])
+            done[search] = corpus_bleu(out, rows, trained_transformer[2])
+        return done[search]
+
+    return bleu
+
+
+def fairseq_generate(data: Path, checkpoint: Path, options: List[str]) -> Outputs:
+    """``fairseq-generate --fp16``; the best hypothesis of every sentence (its H- line)."""
+    cmd = [GENERATE, str(data), "--path", str(checkpoint), "--user-dir", fairseq_el.USER_DIR,
+           *COMMON, "--fp16", *options]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    hypos: Dict[int, List[str]] = {}
+    hypos: Outputs = {}
     for line in done.stdout.splitlines():
         if line.startswith("H-"):
             sid, score, text = line.split("\t")
             hypos.setdefault(int(sid[2:]), [score, text])
     assert len(hypos) == SENTENCES
     return hypos
+
+
+def el_generate(data: Path, checkpoint: Path, dtype: str, options: List[str]) -> Outputs:
+    """``fairseq-el-generate --<dtype>`` (no flag for fp32; sampling: each sentence alone, seeded
+    by its id); the best hypothesis of every sentence from the JSONL (score in base 2, as
+    fairseq-generate's)."""
+    output = data / "el_generate.jsonl"
+    output.unlink(missing_ok=True)
+    precision = [] if dtype == "fp32" else [f"--{dtype}"]
+    cmd = [EL_GENERATE, str(data), "--path", str(checkpoint), *COMMON, *precision,
+           "--no-progress-bar", *options, "--output", str(output)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == SENTENCES
+    return {r["id"]: [str(r["hypotheses"][0]["score"]), r["hypotheses"][0]["text"]]
+            for r in records}  # fmt: skip
 
 
 def step_logprobs(model, src: torch.Tensor, prefix: List[int], eos: int) -> torch.Tensor:
@@ -103,42 +148,55 @@ def step_logprobs(model, src: torch.Tensor, prefix: List[int], eos: int) -> torc
     return torch.stack(rows)
 
 
-def sampling_order(lprobs: torch.Tensor, topk: int) -> Tuple[List[int], torch.Tensor]:
-    """fairseq's top-k sampling: ``lprobs.topk(k)``, then ``torch.multinomial`` walks the
-    renormalised probabilities in that order; returns the order and the cumulative sums."""
-    values, indices = lprobs.topk(topk)
-    return indices.tolist(), (values.exp() / values.exp().sum()).cumsum(0)
+def exponentials(seed: int, step: int, topk: int) -> torch.Tensor:
+    """The ``q`` of top-k sampling's draw at ``step`` for a sentence sampled alone, beam 1, after
+    ``torch.manual_seed(seed)``: every step draws ``topk`` of them, nothing else is random."""
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(step + 1):
+        q = torch.empty(topk).exponential_(1, generator=generator)
+    return q
+
+
+def drawn(lprobs: torch.Tensor, q: torch.Tensor) -> Tuple[int, List[int]]:
+    """fairseq's top-k sampling of one token: ``lprobs.topk(k)``, then ``torch.multinomial``,
+    which draws one sample as ``argmax(p / q)``, ``q ~ Exp(1)`` per position of that order;
+    returns the token and the order."""
+    values, order = lprobs.topk(q.numel())
+    return order.tolist()[int((values - q.log()).argmax())], order.tolist()
+
+
+def reordered_pairs(first: List[int], second: List[int]) -> List[Tuple[int, int]]:
+    """Pairs of tokens the two top-k orders rank the other way round (absent: ranked last)."""
+
+    def rank(order: List[int], token: int) -> int:
+        return order.index(token) if token in order else len(order)
+
+    tokens = sorted({*first, *second})
+    return [(x, y) for x in tokens for y in tokens
+            if rank(first, x) < rank(first, y) and rank(second, x) > rank(second, y)]  # fmt: skip
 
 
 def explain_difference(models, dictionary, src, stock_hyp: List[int], el_hyp: List[int],
-                       topk: int = 0) -> str:  # fmt: skip
+                       topk: int = 0, seed: Optional[int] = None) -> str:  # fmt: skip
     """Assert the near-tie at the first differing step; returns a line describing it.
 
-    The step's log-probabilities obey the rule. Search (``topk`` 0): the reference scores of the
-    two chosen tokens, prefix included, are closer than the stock and EL fp16 errors together.
-    Top-k sampling (one uniform draw for both): the two tokens are neighbours in the sampling
-    order of both, so the draw fell at the boundary between them, which rounding moved. (The
-    boundary is recomputed for the sentence alone; inside fairseq-generate's batch of 16 the fp16
-    values differ by rounding, so which side the draw fell on is reported, not asserted.)
+    ``models``: the fp32 reference and the stock and EL models in the low precision. The step's
+    log-probabilities obey the rule. Search (``topk`` 0): the reference scores of the two chosen
+    tokens, prefix included, are closer than the stock and EL low-precision errors together.
+    Top-k sampling (``topk``): see :func:`explain_draw`.
     """
     t = next(i for i, (a, b) in enumerate(zip(stock_hyp, el_hyp)) if a != b)
     prefix = stock_hyp[:t]
     ref, stock, el = (step_logprobs(m, src, prefix, dictionary.eos()) for m in models)
-    diffs = Diffs.of(ref[t], stock[t], el[t], torch.float16)
+    dtype = next(models[1].parameters()).dtype
+    diffs = Diffs.of(ref[t], stock[t], el[t], dtype)
     assert diffs.holds(), f"step {t}: {diffs.describe()}"
     a, b = stock_hyp[t], el_hyp[t]
     for lprobs in (ref, stock, el):  # what the generator masks before its search
         lprobs[:, dictionary.pad()] = float("-inf")
         lprobs[0, dictionary.eos()] = float("-inf")  # --min-len 1
     if topk:
-        (order_s, cdf_s), (order_e, cdf_e) = (sampling_order(x[t], topk) for x in (stock, el))
-        positions = [order.index(x) if x in order else -9 for order in (order_s, order_e)
-                     for x in (a, b)]  # fmt: skip
-        adjacent = abs(positions[0] - positions[1]) == 1 == abs(positions[2] - positions[3])
-        assert adjacent, f"not one draw: at step {t} tokens {a}, {b} at {positions} (top-{topk})"
-        edge = min(positions[:2])
-        window = abs(float(cdf_s[edge] - cdf_e[edge]))
-        return f"step {t}: neighbours in the sampling order, boundary moved by {window:.2e}"
+        return explain_draw(ref[t], stock[t], el[t], a, b, diffs, topk, seed, t)
     before = torch.arange(t)
     prefix_err = {name: abs(float(lp[before, prefix].sum() - ref[before, prefix].sum()))
                   for name, lp in (("stock", stock), ("el", el))}  # fmt: skip
@@ -146,52 +204,136 @@ def explain_difference(models, dictionary, src, stock_hyp: List[int], el_hyp: Li
     err_stock = diffs.stock_max + prefix_err["stock"]
     err_el = diffs.el_max + prefix_err["el"]
     assert gap <= err_stock + err_el, (
-        f"not a tie: at step {t} the reference prefers by {gap:.3e}, beyond the fp16 errors "
+        f"not a tie: at step {t} the reference prefers by {gap:.3e}, beyond the {dtype} errors "
         f"{err_stock:.3e} (stock) + {err_el:.3e} (EL)"
     )
-    return f"step {t}: reference gap {gap:.2e} <= fp16 errors {err_stock:.2e} + {err_el:.2e}"
+    return f"step {t}: reference gap {gap:.2e} <= errors {err_stock:.2e} + {err_el:.2e}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("search", list(SEARCHES))
-def test_fairseq_generate_fp16_stock_vs_el(setup, trained_transformer, search):
-    data, paths, rows, models = setup
-    dictionary = trained_transformer[2]
-    stock_out = fairseq_generate(data, paths["stock"], SEARCHES[search])
-    el_out = fairseq_generate(data, paths["el"], SEARCHES[search])
+def explain_draw(ref: torch.Tensor, stock: torch.Tensor, el: torch.Tensor, a: int, b: int,
+                 diffs: Diffs, topk: int, seed: Optional[int], step: int) -> str:  # fmt: skip
+    """Assert that top-k sampling drew ``a`` from ``stock`` and ``b`` from ``el`` (the
+    log-probabilities of ``step``) at a near-tie; returns a line describing it.
+
+    Both tokens are candidates of both draws (in both top-k). A sentence sampled alone after
+    ``torch.manual_seed(seed)`` has its draw replayed (:func:`exponentials`): the same ``q`` gives
+    ``a`` to stock and ``b`` to EL; where stock and EL order the top-k alike, the reference's
+    ``log p - log q`` of the two tokens are closer than the two errors together; where they order
+    it differently (so ``q`` falls to other tokens), every pair they rank the other way round is
+    such a tie in the reference's log-probabilities. (fairseq-generate's batched draws are not
+    replayed: ``seed`` None.)
+    """
+    where = f"step {step}"
+    for lprobs in (stock, el):
+        candidates = lprobs.topk(topk).indices.tolist()
+        assert {a, b} <= set(candidates), f"not one draw: {where} {a}, {b} in {candidates}"
+    if seed is None:
+        return f"{where}: both tokens among both top-{topk} (a batched draw, not replayed)"
+    q = exponentials(seed, step, topk)
+    orders = []
+    for name, lprobs, token in (("stock", stock, a), ("EL", el, b)):
+        got, order = drawn(lprobs, q)
+        assert got == token, f"not one draw: replayed, {name} draws {got}, not {token}"
+        orders.append(order)
+    if orders[0] == orders[1]:
+        race = ref[orders[0]] - q.log()
+        gap = abs(float(race[orders[0].index(a)] - race[orders[0].index(b)]))
+        what = "the draw"
+    else:
+        pairs = reordered_pairs(*orders)
+        gap = max(abs(float(ref[x] - ref[y])) for x, y in pairs)
+        what = f"the top-k order ({len(pairs)} pairs reordered)"
+    errors = diffs.stock_max + diffs.el_max
+    assert gap <= errors, (
+        f"not a tie: {where} the reference decides {what} by {gap:.3e}, beyond the errors "
+        f"{diffs.stock_max:.3e} (stock) + {diffs.el_max:.3e} (EL)"
+    )
+    return f"{where}: replayed, reference gap of {what} {gap:.2e} <= errors {errors:.2e}"
+
+
+def corpus_bleu(out: Outputs, rows, dictionary) -> float:
+    """sacreBLEU of the best hypotheses against the reversal targets."""
+    refs = [dictionary.string(rows["target"][sid]) for sid in range(SENTENCES)]
+    return sacrebleu.corpus_bleu([out[sid][1] for sid in range(SENTENCES)], [refs]).score
+
+
+def compare_outputs(stock_out: Outputs, el_out: Outputs, setup, dictionary, dtype: str,
+                    search: str, label: str, alone: bool = False) -> Dict[str, float]:  # fmt: skip
+    """Print the share of identical hypotheses, their score differences and BLEU; assert the
+    large majority identical and every difference a near-tie (``alone``: each sentence sampled
+    alone, seeded by its id); returns BLEU by "stock"/"el"."""
+    _, _, rows, models = setup
     ids = range(SENTENCES)
     same = [sid for sid in ids if stock_out[sid][1] == el_out[sid][1]]
     score_diff = max(abs(float(stock_out[s][0]) - float(el_out[s][0])) for s in same)
-    refs = [dictionary.string(rows["target"][sid]) for sid in ids]
-    bleu = {name: sacrebleu.corpus_bleu([out[s][1] for s in ids], [refs]).score
+    bleu = {name: corpus_bleu(out, rows, dictionary)
             for name, out in (("stock", stock_out), ("el", el_out))}  # fmt: skip
     print(
-        f"{search} --fp16: {len(same)}/{SENTENCES} identical hypotheses, max score diff "
+        f"{label} {search}: {len(same)}/{SENTENCES} identical hypotheses, max score diff "
         f"{score_diff:.2e} on those; BLEU stock {bleu['stock']:.2f} EL {bleu['el']:.2f}"
     )
     topk = TOPK if search == "sampling" else 0
     for sid in sorted(set(ids) - set(same)):
         hyps = [[dictionary.index(w) for w in out[sid][1].split()] for out in (stock_out, el_out)]
-        line = explain_difference(models, dictionary, rows["source"][sid], *hyps, topk=topk)
+        seed = example_seed(SEED, sid) if alone else None
+        line = explain_difference(models[dtype], dictionary, rows["source"][sid], *hyps,
+                                  topk=topk, seed=seed)  # fmt: skip
         print(f"  sentence {sid} differs, a near-tie: {line}")
     assert len(same) >= MIN_IDENTICAL * SENTENCES
     # every metric difference comes from the near-ties: with their stock hypotheses, EL's BLEU
     # is stock's to the last digit
     patched = [(stock_out if s not in same else el_out)[s][1] for s in ids]
+    refs = [dictionary.string(rows["target"][sid]) for sid in ids]
     assert sacrebleu.corpus_bleu(patched, [refs]).score == bleu["stock"]
+    return bleu
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("search", list(SEARCHES))
+def test_fairseq_generate_fp16_stock_vs_el(setup, trained_transformer, search):
+    data, paths, _, _ = setup
+    stock_out = fairseq_generate(data, paths["stock"], SEARCHES[search])
+    el_out = fairseq_generate(data, paths["el"], SEARCHES[search])
+    bleu = compare_outputs(stock_out, el_out, setup, trained_transformer[2], "fp16", search,
+                           "fairseq-generate --fp16")  # fmt: skip
     if search != "sampling":  # one sample that a tie sends elsewhere moves BLEU by ~0.2 here
         assert abs(bleu["stock"] - bleu["el"]) <= 0.1
 
 
-def test_near_tie_check_rejects_real_differences(setup, trained_transformer):
-    """The check is not vacuous: a token the reference clearly ranks lower is not a tie, and a
-    token far from the sampled one is not the same draw."""
+@pytest.mark.slow
+@pytest.mark.parametrize("search", list(SEARCHES))
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_fairseq_el_generate_stock_vs_el(setup, trained_transformer, fp32_bleu, dtype, search):
+    """The same checkpoint through ``fairseq-el-generate --stock`` and EL (its default); BLEU by
+    the rule at the metric level (:func:`~fairseq_el.bench.precision.metric_holds`)."""
+    data, paths, _, _ = setup
+    stock_out = el_generate(data, paths["stock"], dtype, [*SEARCHES[search], "--stock"])
+    el_out = el_generate(data, paths["stock"], dtype, SEARCHES[search])
+    bleu = compare_outputs(stock_out, el_out, setup, trained_transformer[2], dtype, search,
+                           f"fairseq-el-generate --{dtype}", alone=True)  # fmt: skip
+    reference = fp32_bleu(search)
+    print(f"  BLEU fp32 {reference:.2f}")
+    assert metric_holds(bleu["stock"], bleu["el"], reference)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_near_tie_check_rejects_real_differences(setup, trained_transformer, dtype):
+    """The check is not vacuous: a token the reference clearly ranks lower is not a tie, a token
+    outside the top-k is no candidate of the draw, and the runner-up is not what the replayed
+    draw gives."""
     _, _, rows, models = setup
     dictionary = trained_transformer[2]
     src, target = rows["source"][0], rows["target"][0].tolist()  # the model reverses: target
+    stock, el = (set(step_logprobs(m, src, target[:1], dictionary.eos())[1].topk(TOPK)
+                     .indices.tolist()) for m in models[dtype][1:])  # fmt: skip
     other = list(target)
-    other[1] = next(w for w in range(dictionary.nspecial, len(dictionary)) if w != target[1])
+    other[1] = next(w for w in range(dictionary.nspecial, len(dictionary))
+                    if w not in stock | el)  # fmt: skip
     with pytest.raises(AssertionError, match="not a tie"):
-        explain_difference(models, dictionary, src, target, other)
+        explain_difference(models[dtype], dictionary, src, target, other)
     with pytest.raises(AssertionError, match="not one draw"):
-        explain_difference(models, dictionary, src, target, other, topk=TOPK)
+        explain_difference(models[dtype], dictionary, src, target, other, topk=TOPK)
+    other[1] = min(stock & el - {target[1], dictionary.pad()})  # a candidate of both draws
+    seed = example_seed(SEED, 0)
+    with pytest.raises(AssertionError, match="not one draw: replayed"):
+        explain_difference(models[dtype], dictionary, src, target, other, topk=TOPK, seed=seed)

@@ -1,12 +1,15 @@
 """Smoke tests of the benchmark harness on tiny shapes (no timing assertions)."""
 
+import copy
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from fairseq_el.bench import analytic, cli
-from fairseq_el.bench.models import VARIANTS, build_variant
+from fairseq_el.bench.models import VARIANTS, build_variant, synthetic_sample
+from fairseq_el.bench.precision import DTYPES, Diffs
 from fairseq_el.bench.runner import run_variant
 from fairseq_el.bench.shapes import Config
 from fairseq_el.bench.state import Dims, LinearState, expected_bytes
@@ -109,3 +112,49 @@ def test_fixed_budget_runs_each_variant_at_its_own_automatic_batch(tmp_path, cap
     assert all(r["samples_per_s"] > 0 for r in rows)
     assert all(r["predicted_peak_mib"] <= 0.004 * 1024 for r in rows)
     assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 3
+
+
+def incremental_logprobs(model, net_input, prev: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities at every position of ``prev``, decoded one token per call as the
+    generator decodes (EL's own path for EL models)."""
+    with torch.no_grad():
+        encoder_out = model.encoder(net_input["src_tokens"], net_input["src_lengths"])
+        state: dict = {}
+        steps = [model.decoder(prev[:, : t + 1], encoder_out, incremental_state=state)[0]
+                 for t in range(prev.size(1))]  # fmt: skip
+    return torch.cat(steps, dim=1).float().log_softmax(-1)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_low_precision_runs_in_that_dtype_with_tokens_identical_or_by_the_rule(tmp_path, dtype):
+    """Every variant decodes in ``dtype`` (its state counted at 2 bytes a number, as the hand
+    count says). A variant whose tokens differ from the reference's (random weights have near-ties)
+    must be rounding: along the reference's hypotheses, stock's and EL's log-probabilities obey
+    the low-precision rule against fp32 on the same rounded weights."""
+    argv = ["--shape", "tiny-transformer", "--src-len", "7", "--batch", "3", "--beam", "4",
+            "--steps", "5", "--repeats", "1", "--threads", "1", "--in-process", "--dtype", dtype,
+            "--out", str(tmp_path / "bench.jsonl")]  # fmt: skip
+    rows = cli.main(argv)
+    dims = dataclasses.replace(TINY_DIMS, dtype_bytes=2)
+    for r in rows:
+        assert r["config"]["dtype"] == dtype and r["dims"]["dtype_bytes"] == 2
+        assert r["decoding_state_bytes"] == expected_bytes(r["variant"], dims, 3, 4, 7, 6)
+        print(f"{dtype} {r['variant']}: identical {r['identical']}, "
+              f"max score diff {r['max_score_diff']}")  # fmt: skip
+    assert rows[0]["variant"] == "stock-per-beam"  # the reference of "identical"
+    config = dataclasses.replace(TINY, dtype=dtype)
+    stock, task = build_variant(config, "stock-per-beam")
+    eos = task.source_dictionary.eos()
+    best = torch.tensor([s[0] for s in run_variant(config, "stock-per-beam", 0,
+                                                   (stock, task))["tokens"]])  # fmt: skip
+    prev = torch.cat([torch.full((config.batch, 1), eos), best[:, :-1]], dim=1)
+    sample = synthetic_sample(config, len(task.source_dictionary), eos, lm=False)["net_input"]
+    for r in rows:
+        if r["identical"]:
+            continue
+        variant, _ = build_variant(config, r["variant"])
+        ref, low, other = (incremental_logprobs(m, sample, prev)
+                           for m in (copy.deepcopy(stock).float(), stock, variant))  # fmt: skip
+        diffs = Diffs.of(ref, low, other, DTYPES[dtype])
+        print(f"  {r['variant']} differs: {diffs.describe()}")
+        assert diffs.holds(), r["variant"]
