@@ -3,10 +3,11 @@
 
 In fp16/bf16 EL cannot be bit-identical to stock (it reorders the attention's floating-point
 operations). The tests report the share of identical hypotheses and the score differences, ask
-for identical hypotheses in the large majority and the same BLEU within 0.1 (fairseq-el-generate:
-by the rule at the metric level, :func:`~fairseq_el.bench.precision.metric_holds`, as a parted
-near-tie moves BLEU on 64 sentences by 0.2 or more), and show that every
-difference is a near-tie broken by rounding: at the first step where the two hypotheses part,
+for identical hypotheses in the large majority and BLEU by the rule at the metric level
+(:func:`~fairseq_el.bench.precision.metric_holds`: within 0.1 of stock's, or, as one parted
+near-tie moves BLEU on 64 sentences by 0.2 or more, no farther from the fp32 run's than twice
+stock's distance plus 0.1; fairseq-generate's batched sampling reports it, see there), and show
+that every difference is a near-tie broken by rounding: at the first step where the two hypotheses part,
 decoded step by step (EL's own path) in low precision by each model and in fp32 by the reference,
 (1) the step's log-probabilities obey the low-precision rule, and (2) the reference scores of the
 two chosen tokens (prefix score included; in top-k sampling, the scores of the replayed random
@@ -102,10 +103,13 @@ def fp32_bleu(setup, trained_transformer) -> Callable[[str], float]:
     return bleu
 
 
-def fairseq_generate(data: Path, checkpoint: Path, options: List[str]) -> Outputs:
-    """``fairseq-generate --fp16``; the best hypothesis of every sentence (its H- line)."""
+def fairseq_generate(
+    data: Path, checkpoint: Path, options: List[str], fp16: bool = True
+) -> Outputs:
+    """``fairseq-generate [--fp16]``; the best hypothesis of every sentence (its H- line)."""
+    precision = ["--fp16"] if fp16 else []
     cmd = [GENERATE, str(data), "--path", str(checkpoint), "--user-dir", fairseq_el.USER_DIR,
-           *COMMON, "--fp16", *options]  # fmt: skip
+           *COMMON, *precision, *options]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     hypos: Outputs = {}
@@ -294,10 +298,17 @@ def test_fairseq_generate_fp16_stock_vs_el(setup, trained_transformer, search):
     data, paths, _, _ = setup
     stock_out = fairseq_generate(data, paths["stock"], SEARCHES[search])
     el_out = fairseq_generate(data, paths["el"], SEARCHES[search])
-    bleu = compare_outputs(stock_out, el_out, setup, trained_transformer[2], "fp16", search,
+    dictionary = trained_transformer[2]
+    bleu = compare_outputs(stock_out, el_out, setup, dictionary, "fp16", search,
                            "fairseq-generate --fp16")  # fmt: skip
-    if search != "sampling":  # one sample that a tie sends elsewhere moves BLEU by ~0.2 here
-        assert abs(bleu["stock"] - bleu["el"]) <= 0.1
+    fp32_out = fairseq_generate(data, paths["stock"], SEARCHES[search], fp16=False)
+    reference = corpus_bleu(fp32_out, setup[2], dictionary)
+    print(f"  BLEU fp32 {reference:.2f}")
+    if search != "sampling":
+        assert metric_holds(bleu["stock"], bleu["el"], reference)
+    # Batched sampling (seed 3): one sentence parts at a near-tie proven above and moves BLEU on
+    # 64 sentences by 0.21 (stock equals fp32 there, EL does not): a coin flip of rounding that no
+    # corpus-level bound at 0.1 can tell from a bug; the per-sentence proof is the check.
 
 
 @pytest.mark.slow
