@@ -12,10 +12,10 @@ from typing import Callable, Dict, List, Sequence
 
 from fairseq_el.bench import analytic
 from fairseq_el.bench.models import build_variant
+from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.shapes import Config
 
 GIB = 1 << 30
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def chosen_batch(config: Config, variant: str, budget_bytes: int) -> Dict[str, int]:
@@ -71,7 +71,7 @@ def fixed_budget_rows(
 def gpu_prediction(config: Config, variants: Sequence[str], gpu: str) -> Dict[str, Dict]:
     """The roofline model's batch and samples/s per variant on ``gpu`` at ``config``'s setting."""
     work = analytic.Work(analytic.model_size(config.shape), config.src_len, config.hypotheses,
-                         config.steps, DTYPE_BYTES[config.dtype])  # fmt: skip
+                         config.steps, DTYPES[config.dtype].itemsize)  # fmt: skip
     out = {}
     for variant in variants:
         batch = analytic.fitting_batch(work, variant, analytic.GPUS[gpu])

@@ -24,6 +24,7 @@ import torch
 from fairseq_el.bench.analytic import model_size
 from fairseq_el.bench.environment import environment, load
 from fairseq_el.bench.models import VARIANTS
+from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.report import (
     budget_table,
     header,
@@ -46,7 +47,6 @@ from fairseq_el.usage import (
 )
 
 GIB = 1 << 30
-DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -76,7 +76,7 @@ def get_parser() -> argparse.ArgumentParser:
         choices=sorted(SEARCHES),
         help="search modes (default: beam)",
     )
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
@@ -246,14 +246,14 @@ def memory_budget(config: Config, variants: Sequence[str], args: argparse.Namesp
                 totals[batch] = result["decoding_state_bytes"]["total"]
         else:
             size = model_size(config.shape)
-            dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPE_BYTES[config.dtype])
+            dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPES[config.dtype].itemsize)
             totals = {b: expected_bytes(variant, dims, b, config.hypotheses, config.src_len,
                                         positions)["total"] for b in (1, 2)}  # fmt: skip
         state = LinearState.fit(1, totals[1], 2, totals[2])
         embedding = 0  # encoder_embedding per sentence: held, never read by fairseq's decoder
         if not lm:
             size = model_size(config.shape)
-            dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPE_BYTES[config.dtype])
+            dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPES[config.dtype].itemsize)
             held = held_encoder_output(variant, dims, 1, config.hypotheses, config.src_len)
             embedding = held["encoder_embedding"]
         without = LinearState(state.per_sentence - embedding, state.fixed)
@@ -273,7 +273,7 @@ def analytic_states(
     """Exact decoding state by part at ``config.batch`` for every variant (the ratios need both
     stock variants), and each one's ``encoder_embedding`` bytes."""
     size = model_size(config.shape)
-    dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPE_BYTES[config.dtype])
+    dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPES[config.dtype].itemsize)
     wanted = list(dict.fromkeys(["stock-per-sentence", "stock-per-beam", *variants]))
     positions = config.steps + 1
     args = (dims, config.batch, config.hypotheses, config.src_len)

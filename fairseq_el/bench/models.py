@@ -24,12 +24,12 @@ from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq.tasks.translation import TranslationTask
 
 import fairseq_el  # noqa: F401  (registers the EL architectures)
+from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.shapes import SHAPES, Config
 from fairseq_el.models.architectures import el_arch, stock_arch
 from fairseq_el.testing import lm_args, make_dictionary, translation_args
 
 VARIANTS = ("stock-per-beam", "stock-per-sentence", "el", "el-sa")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_model_options(items: Sequence[str]) -> Dict[str, object]:

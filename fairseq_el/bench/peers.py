@@ -23,7 +23,8 @@ from typing import Dict, List, Sequence
 import torch
 
 from fairseq_el.bench.environment import load
-from fairseq_el.bench.models import DTYPES, synthetic_sample
+from fairseq_el.bench.models import synthetic_sample
+from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.runner import memory_now_and_peak, memory_reset
 from fairseq_el.bench.shapes import SHAPES, Config
 from fairseq_el.bench.worker import run_in_subprocess

@@ -36,7 +36,7 @@ from fairseq_el.attention.self_attention import ELSelfAttention
 from fairseq_el.convert.kv_heads import repeat_kv_heads
 from fairseq_el.models.decoder import ELGroupedQueryAttention
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # by CLI name
 Outputs = Dict[str, Tuple[Tensor, Tensor, Tensor]]  # name -> (reference, stock, EL)
 
 

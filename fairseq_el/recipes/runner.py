@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 import fairseq_el
+from fairseq_el.bench.precision import DTYPES
 from fairseq_el.convert.checkpoint import checkpoint_arch as read_arch
 from fairseq_el.convert.checkpoint import load_checkpoint
 from fairseq_el.files import write_text
@@ -33,8 +34,6 @@ from fairseq_el.recipes.config import TaskConfig, option_args
 from fairseq_el.recipes.paths import BPE_DIR, require_file
 from fairseq_el.recipes.qg_metrics import qg_scores
 from fairseq_el.recipes.scoring import bleu, rouge
-
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # name: torch dtype
 
 
 @dataclass
@@ -170,7 +169,7 @@ def run(
     is_el = [cls.startswith("fairseq_el.") for cls in measure["model_classes"]]
     if not is_el or any(is_el) != el or not all(x == is_el[0] for x in is_el):
         raise RuntimeError(f"[{mode}] fairseq loaded {measure['model_classes']}")
-    if measure["parameter_dtypes"] != [DTYPES[dtype]]:
+    if measure["parameter_dtypes"] != [str(DTYPES[dtype]).replace("torch.", "")]:
         raise RuntimeError(f"[{mode}] {dtype} asked, generated in {measure['parameter_dtypes']}")
     hyp_by_id, targets = parse_generation(out_dir / f"generate-{subset}.txt")
     references = references_for(data_dir, subset, targets)

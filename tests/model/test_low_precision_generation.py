@@ -7,12 +7,12 @@ for identical hypotheses in the large majority and BLEU by the rule at the metri
 (:func:`~fairseq_el.bench.precision.metric_holds`: within 0.1 of stock's, or, as one parted
 near-tie moves BLEU on 64 sentences by 0.2 or more, no farther from the fp32 run's than twice
 stock's distance plus 0.1; fairseq-generate's batched sampling reports it, see there), and show
-that every difference is a near-tie broken by rounding: at the first step where the two hypotheses part,
-decoded step by step (EL's own path) in low precision by each model and in fp32 by the reference,
-(1) the step's log-probabilities obey the low-precision rule, and (2) the reference scores of the
-two chosen tokens (prefix score included; in top-k sampling, the scores of the replayed random
-draw) are closer than the two low-precision errors together, so rounding alone can order them
-either way.
+that every difference is a near-tie broken by rounding: at the first step where the two
+hypotheses part, decoded step by step (EL's own path) in low precision by each model and in fp32
+by the reference, (1) the step's log-probabilities obey the low-precision rule, and (2) the
+reference scores of the two chosen tokens (prefix score included; in top-k sampling, the scores
+of the replayed random draw) are closer than the two low-precision errors together, so rounding
+alone can order them either way.
 """
 
 import copy
@@ -29,7 +29,7 @@ import torch
 from fairseq.data import indexed_dataset
 
 import fairseq_el
-from fairseq_el.bench.precision import Diffs, metric_holds
+from fairseq_el.bench.precision import DTYPES, Diffs, metric_holds
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.generate.runner import example_seed
 from fairseq_el.testing import build_translation_model, tiny_args, translation_args
@@ -50,7 +50,7 @@ SEARCHES = {
 TOPK, SEED = 5, 3  # --sampling-topk and --seed above
 SENTENCES = 64
 MIN_IDENTICAL = 0.9  # "the large majority"; every difference must also pass the near-tie check
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+LOW = ("fp16", "bf16")  # the low-precision dtypes, by name
 COMMON = ["--task", "translation", "-s", "source", "-t", "target", "--gen-subset", "test",
           "--batch-size", "16", "--max-len-a", "1.2", "--max-len-b", "3"]  # fmt: skip
 Outputs = Dict[int, List[str]]  # sentence id: [score, text] of the best hypothesis
@@ -82,7 +82,7 @@ def setup(trained_transformer, tmp_path_factory):
     # by dtype: (fp32 reference, stock, EL)
     models = {
         name: (model, copy.deepcopy(model).to(dtype), copy.deepcopy(el).to(dtype))
-        for name, dtype in DTYPES.items()
+        for name, dtype in ((n, DTYPES[n]) for n in LOW)
     }
     return out, paths, rows, models
 
@@ -313,7 +313,7 @@ def test_fairseq_generate_fp16_stock_vs_el(setup, trained_transformer, search):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("search", list(SEARCHES))
-@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("dtype", LOW)
 def test_fairseq_el_generate_stock_vs_el(setup, trained_transformer, fp32_bleu, dtype, search):
     """The same checkpoint through ``fairseq-el-generate --stock`` and EL (its default); BLEU by
     the rule at the metric level (:func:`~fairseq_el.bench.precision.metric_holds`)."""
@@ -327,7 +327,7 @@ def test_fairseq_el_generate_stock_vs_el(setup, trained_transformer, fp32_bleu, 
     assert metric_holds(bleu["stock"], bleu["el"], reference)
 
 
-@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("dtype", LOW)
 def test_near_tie_check_rejects_real_differences(setup, trained_transformer, dtype):
     """The check is not vacuous: a token the reference clearly ranks lower is not a tie, a token
     outside the top-k is no candidate of the draw, and the runner-up is not what the replayed
