@@ -165,9 +165,9 @@ def run_task_main(argv: Optional[List[str]] = None) -> None:
     args = run_task_parser().parse_args(argv)
     config = task_config(args.config)
     check_run_task_args(args, config)
-    common = dict(subset=args.subset, variant=args.variant, batch_size=args.batch_size,
-                  threads=args.threads, overwrite=args.overwrite,
-                  cpu=True if args.cpu else None, dtype=args.dtype)  # fmt: skip
+    settings = runner.Settings(args.subset, args.variant, args.batch_size,
+                               True if args.cpu else None, args.dtype)  # fmt: skip
+    common = dict(settings=settings, threads=args.threads, overwrite=args.overwrite)
     if args.compare:
         result = compare.compare(config, args.checkpoint, args.data, args.out, **common)
         print(compare.table(result), flush=True)

@@ -17,7 +17,7 @@ from fairseq_el.files import write_json
 from fairseq_el.manifest import RunDir
 from fairseq_el.recipes import runner
 from fairseq_el.recipes.config import TaskConfig
-from fairseq_el.recipes.runner import RunResult
+from fairseq_el.recipes.runner import DEFAULTS, RunResult, Settings
 
 
 @dataclass
@@ -47,7 +47,8 @@ def run_dir(
     settings: Dict[str, Any],
     overwrite: bool,
 ) -> RunDir:
-    """The run directory of a run-task or compare run: resumed when the same run is repeated."""
+    """The run directory of a run-task or compare run: resumed when the same run is repeated;
+    ``settings`` go to its manifest."""
     inputs = {"checkpoint": Path(checkpoint), "data": Path(data_dir)}
     if config.path is not None:
         inputs["config"] = Path(config.path)
@@ -60,7 +61,8 @@ def generate(
     checkpoint: Path,
     data_dir: Path,
     el: bool,
-    **same: Any,
+    settings: Settings,
+    threads: Optional[int],
 ) -> RunResult:
     """One mode (stock or EL) of ``run``: reloaded if a previous attempt completed it."""
     mode = "el" if el else "stock"
@@ -68,7 +70,7 @@ def generate(
     if run.is_done(mode) and result_file.is_file():
         return RunResult(**json.loads(result_file.read_text(encoding="utf-8")))
     shutil.rmtree(run.path / mode, ignore_errors=True)  # what an interrupted attempt left
-    result = runner.run(config, checkpoint, data_dir, run.path, el=el, **same)
+    result = runner.run(config, checkpoint, data_dir, run.path, el, settings, threads=threads)
     write_json(result_file, asdict(result))
     run.done(mode)
     return result
@@ -80,20 +82,14 @@ def run_one(
     data_dir: Path,
     out_dir: Path,
     el: bool,
-    subset: str = "test",
-    variant: Optional[str] = None,
-    batch_size: int = 16,
+    settings: Settings = DEFAULTS,
     threads: Optional[int] = None,
     overwrite: bool = False,
-    cpu: Optional[bool] = None,
-    dtype: str = "fp32",
 ) -> RunResult:
     """One run-task run, stock or EL, into ``out_dir/<mode>``; resumable, never mixed."""
-    settings = dict(subset=subset, variant=variant, batch_size=batch_size, el=el, cpu=cpu,
-                    dtype=dtype)  # fmt: skip
-    run = run_dir("run-task", config, checkpoint, data_dir, out_dir, settings, overwrite)
-    result = generate(run, config, checkpoint, data_dir, el, subset=subset, variant=variant,
-                      batch_size=batch_size, threads=threads, cpu=cpu, dtype=dtype)  # fmt: skip
+    recorded = {**asdict(settings), "el": el}
+    run = run_dir("run-task", config, checkpoint, data_dir, out_dir, recorded, overwrite)
+    result = generate(run, config, checkpoint, data_dir, el, settings, threads)
     run.finish([f"{result.mode}/hypotheses.txt", f"{result.mode}/result.json"])
     return result
 
@@ -103,21 +99,14 @@ def compare(
     checkpoint: Path,
     data_dir: Path,
     out_dir: Path,
-    subset: str = "test",
-    variant: Optional[str] = None,
-    batch_size: int = 16,
+    settings: Settings = DEFAULTS,
     threads: Optional[int] = None,
     overwrite: bool = False,
-    cpu: Optional[bool] = None,
-    dtype: str = "fp32",
 ) -> Comparison:
     """Run stock, then EL; ``out_dir/comparison.json`` is written once both are done."""
-    settings = dict(subset=subset, variant=variant, batch_size=batch_size, cpu=cpu, dtype=dtype)
-    run = run_dir("compare", config, checkpoint, data_dir, out_dir, settings, overwrite)
-    same = dict(subset=subset, variant=variant, batch_size=batch_size, threads=threads, cpu=cpu,
-                dtype=dtype)  # fmt: skip
-    stock = generate(run, config, checkpoint, data_dir, el=False, **same)
-    el = generate(run, config, checkpoint, data_dir, el=True, **same)
+    run = run_dir("compare", config, checkpoint, data_dir, out_dir, asdict(settings), overwrite)
+    stock = generate(run, config, checkpoint, data_dir, False, settings, threads)
+    el = generate(run, config, checkpoint, data_dir, True, settings, threads)
     result = Comparison(stock, el)
     record = {"stock": asdict(stock), "el": asdict(el), "differing": result.differing,
               "agrees": result.agrees}  # fmt: skip

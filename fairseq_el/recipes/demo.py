@@ -91,8 +91,9 @@ def run_task(
         )
         checkpoint = finetune.train(argv, threads=threads)
         run.done(step, str(checkpoint))
-    comparison = compare.compare(config, checkpoint, work / "data", work / "generate",
-                                 batch_size=32, threads=threads, dtype=dtype)  # fmt: skip
+    settings = runner.Settings(batch_size=32, dtype=dtype)
+    comparison = compare.compare(config, checkpoint, work / "data", work / "generate", settings,
+                                 threads)  # fmt: skip
     step = f"{task.name}/corpus"
     if not run.is_done(step):
         jsonl = corpus_generate(config, checkpoint, work / "data", work / "corpus", threads, dtype)
@@ -110,7 +111,9 @@ def corpus_generate(
     dtype: str = "fp32",
 ) -> Path:
     """The test split through ``fairseq-el-generate`` (EL, JSONL): what a user runs on a corpus."""
-    argv = runner.generate_argv(config, checkpoint, data, out_dir, el=True, dtype=dtype)
+    argv = runner.generate_argv(
+        config, checkpoint, data, out_dir, True, runner.Settings(dtype=dtype)
+    )
     at = argv.index("--results-path")
     del argv[at : at + 2]  # fairseq-generate's log file: the JSONL replaces it
     jsonl = out_dir / "test.jsonl"
@@ -148,8 +151,9 @@ def run_scale(
         dictionary = Dictionary.load(str(BPE_DIR / "dict.txt"))
         model, _, args = build_translation_model("bart_base", dictionary, seed=0)
         save_checkpoint(model, args, str(checkpoint))
-    comparison = compare.compare(config, checkpoint, work / "data", work / "generate",
-                                 batch_size=examples, threads=threads, dtype=dtype)  # fmt: skip
+    settings = runner.Settings(batch_size=examples, dtype=dtype)
+    comparison = compare.compare(config, checkpoint, work / "data", work / "generate", settings,
+                                 threads)  # fmt: skip
     return finish("cnndm at bart_base size", "bart_base (140M), random weights", reports,
                   comparison, start)  # fmt: skip
 

@@ -36,6 +36,24 @@ from fairseq_el.recipes.qg_metrics import qg_scores
 from fairseq_el.recipes.scoring import bleu, rouge
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How a task's split is generated, beyond the task config: what a run's manifest records.
+
+    ``cpu``: pass ``--cpu``; ``None`` passes it only where torch sees no CUDA device. ``dtype``: a
+    name of :data:`~fairseq_el.bench.precision.DTYPES`; fp16 and bf16 add ``--fp16`` / ``--bf16``.
+    """
+
+    subset: str = "test"
+    variant: Optional[str] = None  # a variant of the config (e.g. greedy, diverse)
+    batch_size: int = 16
+    cpu: Optional[bool] = None
+    dtype: str = "fp32"
+
+
+DEFAULTS = Settings()
+
+
 @dataclass
 class RunResult:
     mode: str  # "stock" or "el"
@@ -76,31 +94,23 @@ def generate_argv(
     data_dir: Path,
     results_dir: Path,
     el: bool,
-    subset: str = "test",
-    variant: Optional[str] = None,
-    batch_size: int = 16,
+    settings: Settings = DEFAULTS,
     bpe_dir: Path = BPE_DIR,
-    cpu: Optional[bool] = None,
-    dtype: str = "fp32",
 ) -> List[str]:
-    """fairseq-generate arguments: the config's search settings, local GPT-2 BPE, no size skips.
-
-    ``cpu``: pass ``--cpu``; ``None`` (default) passes it only where torch sees no CUDA device.
-    ``dtype``: one of :data:`DTYPES`; fp16 and bf16 add ``--fp16`` / ``--bf16``.
-    """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    """fairseq-generate arguments: the config's search settings, local GPT-2 BPE, no size skips."""
+    if settings.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {settings.dtype!r}")
     argv = [str(data_dir), "--path", str(checkpoint), "--task", "translation"]
-    argv += ["--source-lang", "source", "--target-lang", "target", "--gen-subset", subset]
-    argv += ["--batch-size", str(batch_size), "--results-path", str(results_dir)]
-    if cpu or (cpu is None and not torch.cuda.is_available()):
+    argv += ["--source-lang", "source", "--target-lang", "target", "--gen-subset", settings.subset]
+    argv += ["--batch-size", str(settings.batch_size), "--results-path", str(results_dir)]
+    if settings.cpu or (settings.cpu is None and not torch.cuda.is_available()):
         argv.append("--cpu")
-    if dtype != "fp32":
-        argv.append(f"--{dtype}")
+    if settings.dtype != "fp32":
+        argv.append(f"--{settings.dtype}")
     # fairseq-generate's default multiple of 8 silently drops the last examples of a short set
     argv += ["--required-batch-size-multiple", "1"]
     argv += ["--user-dir", fairseq_el.USER_DIR, *GPT2BPE(bpe_dir).fairseq_args()]
-    argv += option_args(config.generation_options(variant))
+    argv += option_args(config.generation_options(settings.variant))
     arch = checkpoint_arch(checkpoint)
     name = el_arch(arch) if el else stock_arch(arch)
     if name != arch:
@@ -143,22 +153,16 @@ def run(
     data_dir: Path,
     out_dir: Path,
     el: bool,
-    subset: str = "test",
-    variant: Optional[str] = None,
-    batch_size: int = 16,
+    settings: Settings = DEFAULTS,
     bpe_dir: Path = BPE_DIR,
     threads: Optional[int] = None,
-    cpu: Optional[bool] = None,
-    dtype: str = "fp32",
 ) -> RunResult:
-    """Generate in a child process (own peak memory), check the model class, score. ``cpu`` and
-    ``dtype``: as :func:`generate_argv` (default: CPU only where there is no CUDA device; fp32)."""
+    """Generate in a child process (own peak memory), check the model class and dtype, score."""
     mode = "el" if el else "stock"
     out_dir = Path(out_dir) / mode
     out_dir.mkdir(parents=True, exist_ok=True)
-    argv = generate_argv(
-        config, checkpoint, data_dir, out_dir, el, subset, variant, batch_size, bpe_dir, cpu, dtype
-    )
+    argv = generate_argv(config, checkpoint, data_dir, out_dir, el, settings, bpe_dir)
+    dtype, subset = settings.dtype, settings.subset
     measured = out_dir / "measure.json"
     command = [sys.executable, "-m", "fairseq_el.recipes.measure", str(measured), "--", *argv]
     # fairseq-generate alone would ignore --bf16: then the command that casts is the one to show

@@ -15,5 +15,5 @@ def test_cpu_flag(monkeypatch, tmp_path, cpu, cuda, expected):
     monkeypatch.setattr(runner, "checkpoint_arch", lambda checkpoint: "bart_base")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     argv = runner.generate_argv(load_config("xsum"), tmp_path / "model.pt", tmp_path, tmp_path,
-                                el=True, cpu=cpu)  # fmt: skip
+                                el=True, settings=runner.Settings(cpu=cpu))  # fmt: skip
     assert ("--cpu" in argv) == expected
