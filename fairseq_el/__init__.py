@@ -15,8 +15,8 @@ numpy2.apply()
 
 from fairseq_el import models, tasks  # noqa: E402  (registration needs the fixes above first)
 from fairseq_el.hub import from_pretrained  # noqa: E402, F401  (fairseq's hub interface, EL)
+from fairseq_el.version import __version__  # noqa: E402, F401  (the one source: version.py)
 
-__version__ = "0.1.0"
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
 
-__all__ = ["USER_DIR", "models", "tasks"]
+__all__ = ["USER_DIR", "__version__", "models", "tasks"]

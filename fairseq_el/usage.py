@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Type, TypeVar
 
+from fairseq_el.version import __version__
+
 EXIT_USAGE = 2
 
 F = TypeVar("F", bound=Callable[..., Optional[int]])
@@ -78,7 +80,12 @@ def entry_point(prog: str) -> Callable[[F], F]:
 
 
 class Parser(argparse.ArgumentParser):
-    """``argparse`` whose errors are one line (``prog: message``), exit code 2."""
+    """``argparse`` whose errors are one line (``prog: message``), exit code 2; every console
+    script built on it answers ``--version`` (``prog VERSION``, from :mod:`fairseq_el.version`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: {message}", file=sys.stderr)
