@@ -26,6 +26,7 @@ from typing import Dict, Sequence
 from fairseq_el.attention.policy import cross_attention_work, roofline_seconds
 from fairseq_el.bench.shapes import PRESETS, SHAPES
 from fairseq_el.bench.state import Dims, expected_bytes, largest_batch
+from fairseq_el.tables import markdown_table
 
 GB = 1e9
 LAUNCH_SECONDS = 10e-6  # per kernel, eager PyTorch on a V100-class host (order of magnitude)
@@ -231,12 +232,12 @@ def table(gpus: Sequence[str], searches: Sequence[str] = ("beam", "diverse", "gr
     EL is EL encoder-decoder attention for seq2seq models and EL self-attention for GPT-2 (it has
     no encoder-decoder attention); "+launch" adds the per-kernel fixed cost.
     """
-    lines = [
-        "| setting | search | GPU | dtype | batch per-beam / per-sentence / EL / EL+SA "
+    headers = (
+        "setting | search | GPU | dtype | batch per-beam / per-sentence / EL / EL+SA "
         "| EL vs per-beam | +launch | EL vs per-sentence | +launch | EL+SA vs per-beam "
-        "| paper V100 fp16 (fp32) |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
-    ]
+        "| paper V100 fp16 (fp32)"
+    ).split(" | ")
+    rows = []
     variants = ("stock-per-beam", "stock-per-sentence", "el", "el-sa")
     for setting in PRESETS:
         lm = SHAPES[PRESETS[setting].shape].is_lm
@@ -259,8 +260,19 @@ def table(gpus: Sequence[str], searches: Sequence[str] = ("beam", "diverse", "gr
                     if paper and gpu_name == "V100" and dtype == "fp16":
                         quoted = f"{paper[0]}x ({paper[1]}x)"
                     batches = " / ".join(str(runs[0][v]["batch"]) for v in variants)
-                    lines.append(
-                        f"| {setting} | {search} | {gpu_name} | {dtype} | {batches} | {beam[0]} "
-                        f"| {beam[1]} | {sent[0]} | {sent[1]} | {sa:.1f}x | {quoted} |"
+                    rows.append(
+                        [
+                            setting,
+                            search,
+                            gpu_name,
+                            dtype,
+                            batches,
+                            beam[0],
+                            beam[1],
+                            sent[0],
+                            sent[1],
+                            f"{sa:.1f}x",
+                            quoted,
+                        ]
                     )
-    return "\n".join(lines)
+    return markdown_table(headers, rows, "lllllrrrrrl")

@@ -14,6 +14,7 @@ from fairseq_el.bench import analytic
 from fairseq_el.bench.models import build_variant
 from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.shapes import Config
+from fairseq_el.tables import markdown_table
 
 GIB = 1 << 30
 
@@ -80,16 +81,27 @@ def gpu_prediction(config: Config, variants: Sequence[str], gpu: str) -> Dict[st
     return out
 
 
-def budget_table(rows: Sequence[Dict], prediction: Dict[str, Dict], gpu: str) -> str:
+def fixed_budget_table(rows: Sequence[Dict], prediction: Dict[str, Dict], gpu: str) -> str:
     """Markdown: measured batch, samples/s and peak per variant; the GPU prediction beside."""
-    head = (f"| variant | batch | samples/s | peak MiB (measured) | peak MiB (model) "
-            f"| {gpu} batch (model) | {gpu} samples/s (model) |")  # fmt: skip
-    lines = [head, "|" + "---|" * 7]
+    headers = (
+        f"variant | batch | samples/s | peak MiB (measured) | peak MiB (model) "
+        f"| {gpu} batch (model) | {gpu} samples/s (model)"
+    ).split(" | ")
+    body = []
     for r in rows:
         p = prediction.get(r["variant"], {})
         sps = f"{r['samples_per_s']:.2f}" if r.get("samples_per_s") else "-"
         peak = f"{r['peak_memory_mib']:.0f}" if r.get("peak_memory_mib") else "-"
         model = f"{r['predicted_peak_mib']:.0f}" if r.get("predicted_peak_mib") else "-"
-        lines.append(f"| {r['variant']} | {r['batch']} | {sps} | {peak} | {model} "
-                     f"| {p.get('batch', '-')} | {p.get('samples_per_s', 0):.1f} |")  # fmt: skip
-    return "\n".join(lines)
+        body.append(
+            [
+                r["variant"],
+                r["batch"],
+                sps,
+                peak,
+                model,
+                p.get("batch", "-"),
+                f"{p.get('samples_per_s', 0):.1f}",
+            ]
+        )
+    return markdown_table(headers, body)

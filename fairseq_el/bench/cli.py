@@ -199,8 +199,8 @@ def fixed_budget(
     config: Config, variants: Sequence[str], args: argparse.Namespace, env: Dict
 ) -> List[Dict]:
     """``--fixed-budget``: each variant at its automatic batch within the same budget."""
-    from fairseq_el.bench.budget import budget_table as fixed_table
     from fairseq_el.bench.budget import fixed_budget_rows, gpu_prediction
+    from fairseq_el.bench.budget import fixed_budget_table as fixed_table
 
     def measure(at_batch: Config, variant: str) -> Dict:
         result = run_one(at_batch, variant, args.repeats, args.threads, args.in_process)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from fairseq_el.files import atomic_write, write_text
+from fairseq_el.tables import markdown_table
 
 MIB = 1 << 20
 
@@ -27,27 +28,39 @@ def _num(value: Optional[float], fmt: str) -> str:
 
 def run_table(rows: Sequence[Dict]) -> str:
     """One row per variant: speed, time split, decoding state, peak memory, identity, load."""
-    lines = [
-        "| variant | batch | samples/s | tokens/s | encoder s | decoder s | enc-dec state MiB "
-        "| self-attn state MiB | state total MiB | peak memory MiB | identical | max score diff "
-        "| load 1m |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
-    ]
+    headers = (
+        "variant | batch | samples/s | tokens/s | encoder s | decoder s "
+        "| enc-dec state MiB | self-attn state MiB | state total MiB | peak memory MiB "
+        "| identical | max score diff | load 1m"
+    ).split(" | ")
+    body = []
     for r in rows:
         state = r.get("decoding_state_bytes")
         if state:
             encdec = (state["encoder_out"] + state["encdec_cache"]) / MIB
-            sizes = f"{encdec:.4g} | {state['self_cache'] / MIB:.4g} | {state['total'] / MIB:.4g}"
+            sizes = [
+                f"{encdec:.4g}",
+                f"{state['self_cache'] / MIB:.4g}",
+                f"{state['total'] / MIB:.4g}",
+            ]
         else:  # peers: their caches are not visible to the meter
-            sizes = "- | - | -"
-        lines.append(
-            f"| {r['variant']} | {r['config']['batch']} | {_num(r.get('samples_per_s'), '.3f')} "
-            f"| {_num(r.get('tokens_per_s'), '.1f')} | {_num(r.get('encoder_seconds'), '.2f')} "
-            f"| {_num(r.get('decoder_seconds'), '.2f')} | {sizes} "
-            f"| {_num(r.get('peak_memory_mib'), '.0f')} | {r.get('identical', '-')} "
-            f"| {_num(r.get('max_score_diff'), '.1e')} | {r['load']['load_1m']} |"
+            sizes = ["-", "-", "-"]
+        body.append(
+            [
+                r["variant"],
+                r["config"]["batch"],
+                _num(r.get("samples_per_s"), ".3f"),
+                _num(r.get("tokens_per_s"), ".1f"),
+                _num(r.get("encoder_seconds"), ".2f"),
+                _num(r.get("decoder_seconds"), ".2f"),
+                *sizes,
+                _num(r.get("peak_memory_mib"), ".0f"),
+                r.get("identical", "-"),
+                _num(r.get("max_score_diff"), ".1e"),
+                r["load"]["load_1m"],
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(headers, body, "lrrrrrrrrrlrr")
 
 
 def ratio_lines(rows: Sequence[Dict], reference: str) -> List[str]:
@@ -78,44 +91,54 @@ def ratio_lines(rows: Sequence[Dict], reference: str) -> List[str]:
 
 def budget_table(rows: Sequence[Dict], reference: str = "stock-per-sentence") -> str:
     """Largest batch per variant, and what it would be if ``encoder_embedding`` were not held."""
-    lines = [
-        "| variant | state bytes per sentence | fixed bytes | from | largest batch "
+    headers = (
+        f"variant | state bytes per sentence | fixed bytes | from | largest batch "
         f"| vs {reference} | of which encoder_embedding | largest batch without it "
-        f"| vs {reference} as held |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
-    ]
+        f"| vs {reference} as held"
+    ).split(" | ")
     ref = next((r for r in rows if r["variant"] == reference), None)
+    body = []
     for r in rows:
         vs = f"{r['largest_batch'] / ref['largest_batch']:.2f}x" if ref else "-"
         without = r["largest_batch_without_encoder_embedding"]
         vs_without = f"{without / ref['largest_batch']:.2f}x" if ref else "-"
-        lines.append(f"| {r['variant']} | {r['per_sentence']:,} | {r['fixed']:,} | {r['source']} "
-                     f"| {r['largest_batch']} | {vs} | {r['encoder_embedding_per_sentence']:,} "
-                     f"| {without} | {vs_without} |")  # fmt: skip
-    return "\n".join(lines)
+        body.append(
+            [
+                r["variant"],
+                f"{r['per_sentence']:,}",
+                f"{r['fixed']:,}",
+                r["source"],
+                r["largest_batch"],
+                vs,
+                f"{r['encoder_embedding_per_sentence']:,}",
+                without,
+                vs_without,
+            ]
+        )
+    return markdown_table(headers, body, "lrrlrrrrr")
 
 
 def state_table(states: Dict[str, Dict[str, int]], embedding: Dict[str, int]) -> str:
     """Decoding state by part per variant, and the encoder-decoder part's ratios to each stock
     variant, as held and with ``encoder_embedding`` (never read by the decoder) left out."""
-    lines = [
-        "| variant | encoder output MiB | of which encoder_embedding MiB | enc-dec cache MiB "
-        "| self-attn cache MiB | total MiB | enc-dec state vs per-sentence | vs per-beam "
-        "| without encoder_embedding: vs per-sentence | vs per-beam |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    headers = (
+        "variant | encoder output MiB | of which encoder_embedding MiB "
+        "| enc-dec cache MiB | self-attn cache MiB | total MiB "
+        "| enc-dec state vs per-sentence | vs per-beam "
+        "| without encoder_embedding: vs per-sentence | vs per-beam"
+    ).split(" | ")
 
     def encdec(v: str) -> int:
         return states[v]["encoder_out"] + states[v]["encdec_cache"]
 
+    body = []
     for v, p in states.items():
         held, lean = encdec(v), encdec(v) - embedding[v]
         ratios = [f"{encdec(ref) / held:.1f}x" for ref in ("stock-per-sentence", "stock-per-beam")]
         ratios += [f"{encdec(ref) / lean:.1f}x" for ref in ("stock-per-sentence", "stock-per-beam")]
-        lines.append(f"| {v} | {p['encoder_out'] / MIB:.1f} | {embedding[v] / MIB:.1f} "
-                     f"| {p['encdec_cache'] / MIB:.1f} | {p['self_cache'] / MIB:.1f} "
-                     f"| {p['total'] / MIB:.1f} | " + " | ".join(ratios) + " |")  # fmt: skip
-    return "\n".join(lines)
+        mib = [p["encoder_out"], embedding[v], p["encdec_cache"], p["self_cache"], p["total"]]
+        body.append([v, *(f"{x / MIB:.1f}" for x in mib), *ratios])
+    return markdown_table(headers, body, "l" + "r" * 9)
 
 
 def write_jsonl(path: str, records: Iterable[Dict]) -> None:

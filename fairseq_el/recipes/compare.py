@@ -18,6 +18,7 @@ from fairseq_el.manifest import RunDir
 from fairseq_el.recipes import runner
 from fairseq_el.recipes.config import TaskConfig
 from fairseq_el.recipes.runner import DEFAULTS, RunResult, Settings
+from fairseq_el.tables import text_table
 
 
 @dataclass
@@ -130,9 +131,7 @@ def table(comparison: Comparison) -> str:
         ("RSS rise while decoding MiB", f"{stock.decoding_rss_rise_mb:.0f}",
          f"{el.decoding_rss_rise_mb:.0f}"),
     ]  # fmt: skip
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'':{width}}  {'stock':>8}  {'EL':>8}"]
-    lines += [f"{name:{width}}  {a:>8}  {b:>8}" for name, a, b in rows]
+    lines = [text_table(["", "stock", "EL"], rows)]
     differing = f"differing hypotheses: {comparison.differing} of {len(stock.hypotheses)}"
     if stock.dtype == "fp32":
         lines.append(f"{differing} (expected 0)")

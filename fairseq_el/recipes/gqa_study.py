@@ -33,6 +33,7 @@ from fairseq_el.manifest import RunDir
 from fairseq_el.models.architectures import stock_arch
 from fairseq_el.recipes import scoring
 from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.tables import markdown_table
 
 QG_DATA = "squad_qg_du2017"  # under the data root
 SRC, TGT = "src", "tgt"
@@ -327,16 +328,26 @@ def decode_row(
 
 def format_table(rows: Sequence[Dict]) -> str:
     """The rows as a Markdown table."""
-    head = ("| model | kv heads / heads | EL | valid loss | BLEU | ROUGE-L | sent/s | tok/s "
-            "| cache B/token | peak state MiB | same tokens |")  # fmt: skip
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    headers = (
+        "model | kv heads / heads | EL | valid loss | BLEU | ROUGE-L | sent/s | tok/s "
+        "| cache B/token | peak state MiB | same tokens"
+    ).split(" | ")
+    body = []
     for r in rows:
         loss = "n/a" if r["valid_loss"] is None else f"{r['valid_loss']:.3f}"
-        lines.append(
-            f"| {r['model']} | {r['kv_heads']}/{r['heads']} | {'yes' if r['el'] else 'no'} "
-            f"| {loss} | {r['bleu']:.2f} | {r['rougeL']:.2f} | {r['sent_per_s']:.1f} "
-            f"| {r['tok_per_s']:.0f} "
-            f"| {r['cache_bytes_per_token']:.0f} | {r['peak_state_mib']:.2f} "
-            f"| {100 * r['same_tokens_as_first']:.0f}% |"
+        body.append(
+            [
+                r["model"],
+                f"{r['kv_heads']}/{r['heads']}",
+                "yes" if r["el"] else "no",
+                loss,
+                f"{r['bleu']:.2f}",
+                f"{r['rougeL']:.2f}",
+                f"{r['sent_per_s']:.1f}",
+                f"{r['tok_per_s']:.0f}",
+                f"{r['cache_bytes_per_token']:.0f}",
+                f"{r['peak_state_mib']:.2f}",
+                f"{100 * r['same_tokens_as_first']:.0f}%",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(headers, body)
