@@ -8,7 +8,8 @@ Examples::
     torchrun --nproc-per-node 8 -m fairseq_el.generate.cli DATA ... --output test.jsonl
     fairseq-el-generate DATA --path model.pt --input articles.txt --output out.jsonl --resume
 
-Bad input: one line, exit status 2. Interrupted: exit status 130, the finished examples stay in
+Bad input: one line (``fairseq-el-generate: message``), exit status 2, raised before anything is
+generated or written. Interrupted: exit status 130, the finished examples stay in
 ``OUT.jsonl.parts`` for ``--resume``; ``OUT.jsonl`` exists only once every example is in it.
 """
 
@@ -17,15 +18,17 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
+from fairseq_el.errors import UserError
 from fairseq_el.files import OutputError, write_json
 from fairseq_el.generate import ranks as ranks_mod
-from fairseq_el.generate.options import PROG, UsageError, fingerprint, parse
-from fairseq_el.generate.parts import PartsError, PartStore, PartWriter, dumps
+from fairseq_el.generate.options import PROG, fingerprint, parse
+from fairseq_el.generate.parts import PartStore, PartWriter, dumps
 from fairseq_el.generate.report import Progress, as_dict, describe, score, summary
 from fairseq_el.generate.runner import Generation, Stats
 from fairseq_el.generate.source import TOO_LONG, read_lines
+from fairseq_el.usage import EXIT_USAGE, UsageError, entry_point
 
 logger = logging.getLogger("fairseq_el.generate")
 
@@ -40,18 +43,26 @@ def setup_logging(ranks: ranks_mod.Ranks) -> None:
     )
 
 
-def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
-    output = Path(args.output)
-    store = PartStore(output)
-    plan, error = None, None
+def on_main(ranks: ranks_mod.Ranks, check: Callable[[], Any]) -> Any:
+    """``check()`` on rank 0, its result (or its user error, raised) on every rank."""
+    result, error = None, None
     if ranks.main:
         try:
-            plan = store.start(fingerprint(args), args.resume)
-        except (PartsError, OutputError) as err:
-            error = str(err)
-    plan, error = ranks_mod.broadcast(ranks, (plan, error))
-    if error:
-        raise PartsError(error)
+            result = check()
+        except UserError as err:
+            error = err
+    result, error = ranks_mod.broadcast(ranks, (result, error))
+    if error is not None:
+        raise error
+    return result
+
+
+def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
+    """Every refusal first (options, parts, inputs, references, lengths, batch), then the work:
+    parts folder, generation, merge, summary."""
+    output = Path(args.output)
+    store = PartStore(output)
+    on_main(ranks, lambda: store.check(fingerprint(args), args.resume))
     gen = Generation(args, ranks)
     examples = gen.examples()
     references: Optional[List[str]] = None
@@ -60,31 +71,36 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
         if len(references) != examples.count:
             raise UsageError(f"--references {args.references}: {len(references)} lines for "
                              f"{examples.count} examples")  # fmt: skip
-
-    todo = examples.count - len(plan.done)
-    if args.resume:
-        torn = f" (ignored {plan.torn} torn last lines)" if plan.torn else ""
-        logger.info(f"resume: {len(plan.done)} of {examples.count} examples done in "
-                    f"{store.dir}{torn}, generating the {todo} missing")  # fmt: skip
-
-    mine = [i for i in range(examples.count) if ranks.owns(i) and i not in plan.done]
-    stats = Stats()
-    for i in mine:
-        if i in examples.skipped:
-            stats.skipped.setdefault(examples.skipped[i], []).append(i)
-    wanted = [i for i in mine if i not in examples.skipped]
-    dataset, id_of, indices = examples.dataset(wanted)
+    mine = [i for i in range(examples.count) if ranks.owns(i)]
+    dataset, id_of, indices = examples.dataset([i for i in mine if i not in examples.skipped])
     kept, dropped = gen.too_long(dataset, indices)
     dropped_ids = [int(id_of[i]) for i in dropped]
-    problems = ranks_mod.gather(ranks, dropped_ids)
-    all_dropped = sorted(i for ids in problems for i in ids)
+    all_dropped = sorted(i for ids in ranks_mod.gather(ranks, dropped_ids) for i in ids)
     if all_dropped and not args.skip_invalid_size_inputs_valid_test:
         shown = ", ".join(map(str, all_dropped[:10])) + (", ..." if len(all_dropped) > 10 else "")
         raise UsageError(f"{len(all_dropped)} examples are longer than the model's positions "
                          f"{gen.max_positions} (ids {shown}): pass --truncate-source, or "
                          "--skip-invalid-size-inputs-valid-test to skip them")  # fmt: skip
+    auto = gen.auto_batch(ranks.local_world) if args.batch_auto else None
+    longest = max(ranks_mod.gather(ranks, max(map(dataset.num_tokens, kept), default=0)))
+    if auto is not None and longest and auto.batch(auto.bucket(longest)) == 0:
+        raise UsageError(auto.explain(auto.bucket(longest), 0) + ": not even one sentence "
+                         "fits; raise --max-memory")  # fmt: skip
+
+    # the work: nothing above wrote anything
+    plan = on_main(ranks, lambda: store.start(fingerprint(args), args.resume))
+    todo = examples.count - len(plan.done)
+    if args.resume:
+        torn = f" (ignored {plan.torn} torn last lines)" if plan.torn else ""
+        logger.info(f"resume: {len(plan.done)} of {examples.count} examples done in "
+                    f"{store.dir}{torn}, generating the {todo} missing")  # fmt: skip
+    stats = Stats(truncated=gen.truncated_count(dataset, kept))
+    for i in mine:
+        if i in examples.skipped and i not in plan.done:
+            stats.skipped.setdefault(examples.skipped[i], []).append(i)
     if dropped_ids:
-        stats.skipped.setdefault(TOO_LONG, []).extend(dropped_ids)
+        stats.skipped.setdefault(TOO_LONG, []).extend(i for i in dropped_ids if i not in plan.done)
+    kept = [i for i in kept if int(id_of[i]) not in plan.done]
 
     writer = PartWriter(store.part(plan.attempt, ranks.rank, ranks.world))
     parts = [store.part(plan.attempt, r, ranks.world) for r in range(ranks.world)]
@@ -92,12 +108,6 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     try:
         writer.write(dumps({"id": i, "hypotheses": [], "skipped": reason})
                      for reason, ids in sorted(stats.skipped.items()) for i in ids)  # fmt: skip
-        auto = gen.auto_batch(ranks.local_world) if args.batch_auto else None
-        longest = max(ranks_mod.gather(ranks, max(map(dataset.num_tokens, kept), default=0)))
-        if auto is not None and longest and auto.batch(auto.bucket(longest)) == 0:
-            raise UsageError(auto.explain(auto.bucket(longest), 0) + ": not even one sentence "
-                             "fits; raise --max-memory")  # fmt: skip
-        stats.truncated = gen.truncated_count(dataset, kept)
         gen.run(dataset, id_of, kept, writer, auto, progress.refresh, stats)
         ranks_mod.wait_all(ranks, progress.refresh)
     finally:
@@ -117,7 +127,7 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
 
 def settings(args: argparse.Namespace, gen: Generation, ranks: ranks_mod.Ranks) -> dict:
     attention = "stock" if args.stock else "EL"
-    variants = sorted({m.variant for m in gen.memory})
+    variants = sorted({m.variant.value for m in gen.memory})
     dtype = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
     return {"attention": f"{attention} ({', '.join(variants)})", "world_size": ranks.world,
             "device": gen.device.type, "dtype": dtype,
@@ -126,8 +136,9 @@ def settings(args: argparse.Namespace, gen: Generation, ranks: ranks_mod.Ranks) 
                 f"--max-tokens {args.max_tokens}")}  # fmt: skip
 
 
+@entry_point(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console entry: exit 0 done, 2 bad input (one line), 130 interrupted, 1 other errors."""
+    """Console entry: exit 0 done, 2 bad input (one line, from rank 0), 130 interrupted."""
     ranks = ranks_mod.from_env()
     output = None
     try:
@@ -144,15 +155,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             generate(args, ranks)
         finally:
             ranks_mod.finish(ranks, output)
-    except (UsageError, PartsError, OutputError) as err:
-        if ranks.main or isinstance(err, OutputError):
-            print(f"{PROG}: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except UserError as err:
+        if ranks.main or isinstance(err, OutputError):  # every rank has the same usage error
+            raise
+        raise SystemExit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         where = f" in {PartStore(output).dir}" if output is not None else ""
         print(f"{PROG}: interrupted; finished examples are kept{where}: rerun with --resume",
               file=sys.stderr)  # fmt: skip
-        sys.exit(130)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

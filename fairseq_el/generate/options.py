@@ -2,11 +2,10 @@
 
 Every fairseq-generate argument is parsed by fairseq (``options.get_generation_parser``), so
 search options, tasks, ``--user-dir`` and model overrides mean what they mean there. Errors are
-one line naming the option, exit status 2 (:class:`UsageError`).
+:class:`fairseq_el.usage.UsageError`: one line naming the option, exit status 2.
 """
 
 import argparse
-import hashlib
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -15,7 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from fairseq import options
 from fairseq.dataclass.configs import GenerationConfig
 
-from fairseq_el.recipes.paths import BPE_DIR
+from fairseq_el.manifest import file_digest
+from fairseq_el.paths import BPE_DIR
+from fairseq_el.usage import UsageError
 
 PROG = "fairseq-el-generate"
 BATCH_OPTIONS = ("--batch-size", "--max-sentences")
@@ -35,10 +36,6 @@ NOT_SUPPORTED = {
     "retain_iter_history": "--retain-iter-history: use fairseq-generate",
     "replace_unk": "--replace-unk: use fairseq-generate",
 }
-
-
-class UsageError(ValueError):
-    """Bad input: one line for the user, exit status 2."""
 
 
 def _fail(message: str) -> None:
@@ -216,9 +213,5 @@ def fingerprint(args: argparse.Namespace) -> Dict[str, Any]:
     found["data"] = str(Path(args.data).resolve())
     found["path"] = [str(Path(p).resolve()) for p in args.path.split(":")]
     if args.raw_input:
-        digest = hashlib.sha256()
-        with open(args.raw_input, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        found["input"] = f"sha256:{digest.hexdigest()}"
+        found["input"] = f"sha256:{file_digest(Path(args.raw_input))['sha256']}"
     return found

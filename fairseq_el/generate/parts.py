@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Set, Tuple
 
 from fairseq_el.files import atomic_write, write_json
+from fairseq_el.usage import UsageError
 
 PART = re.compile(r"a(\d+)-r(\d+)-of-(\d+)\.jsonl$")
 
 
-class PartsError(ValueError):
+class PartsError(UsageError):
     """The parts cannot be used as asked; one line naming the folder or file and the fix."""
 
 
@@ -78,16 +79,21 @@ class PartStore:
     def part(self, attempt: int, rank: int, world: int) -> Path:
         return self.dir / f"a{attempt:03d}-r{rank:05d}-of-{world:05d}.jsonl"
 
-    def start(self, fingerprint: Dict[str, Any], resume: bool) -> Plan:
-        """Rank 0: check or create the folder, drop a stale output, read what is done."""
-        fingerprint = normalized(fingerprint)
+    def check(self, fingerprint: Dict[str, Any], resume: bool) -> bool:
+        """Rank 0, before any work: whether earlier parts exist, and that this run may use them
+        (``--resume``, same options); writes nothing."""
         exists = bool(self.parts())  # a manifest alone: a run that stopped before generating
         if exists and not resume:
             raise PartsError(f"{self.dir} holds an earlier run's parts: pass --resume to "
                              f"continue it, or remove the folder to start over")  # fmt: skip
         if exists:
-            self._check(fingerprint)
-        else:
+            self._check(normalized(fingerprint))
+        return exists
+
+    def start(self, fingerprint: Dict[str, Any], resume: bool) -> Plan:
+        """Rank 0: check or create the folder, drop a stale output, read what is done."""
+        fingerprint = normalized(fingerprint)
+        if not self.check(fingerprint, resume):
             self.dir.mkdir(parents=True, exist_ok=True)
             write_json(self.manifest, fingerprint)
         if self.output.exists():  # never leave a result of other options looking current

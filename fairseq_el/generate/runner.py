@@ -21,11 +21,11 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from fairseq_el.convert.checkpoint import ConversionError, checkpoint_arch, load_checkpoint
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, default_budget, weight_bytes
-from fairseq_el.generate.options import UsageError
 from fairseq_el.generate.parts import PartWriter, dumps
 from fairseq_el.generate.ranks import Ranks
 from fairseq_el.generate.source import Binarized, Examples, RawText, Selection, truncated
 from fairseq_el.models.architectures import ArchitectureError, el_arch, stock_arch
+from fairseq_el.usage import UsageError
 
 logger = logging.getLogger("fairseq_el.generate")
 GIB = 1 << 30

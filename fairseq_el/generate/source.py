@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset, FairseqDataset
 
-from fairseq_el.generate.options import UsageError
+from fairseq_el.usage import InputError, UsageError, read_text
 
 EMPTY = "empty line"
 TOO_LONG = "longer than the model's positions"
@@ -54,9 +54,9 @@ class Binarized(Examples):
 def read_lines(path: str, option: str) -> List[str]:
     """Lines of a UTF-8 text file, stripped as fairseq-interactive strips them."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise UsageError(f"{option} {path}: not UTF-8 text (byte {err.start})") from err
+        text = read_text(Path(path))
+    except InputError as err:
+        raise InputError(f"{option} {err}") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

@@ -23,7 +23,7 @@ from fairseq.data import Dictionary, data_utils, indexed_dataset
 import fairseq_el
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.generate.runner import example_seed
-from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR
+from fairseq_el.paths import BPE_DIR, DATA_DIR
 from fairseq_el.testing import build_translation_model, tiny_args
 
 from helpers import SCORE_TOL, generation_args
@@ -81,8 +81,8 @@ def assert_one_line_error(done: subprocess.CompletedProcess) -> None:
     """Exit status 2, the last stderr line is the only error line, no traceback."""
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback (most recent call last)" not in done.stderr
-    assert lines[-1].startswith("fairseq-el-generate: error: ")
-    assert sum("error" in line.lower() for line in lines) == 1, lines
+    assert lines[-1].startswith("fairseq-el-generate: ")
+    assert sum(line.startswith("fairseq-el-generate: ") for line in lines) == 1, lines
 
 
 def torchrun(nproc: int) -> List[str]:
@@ -305,7 +305,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(work, tmp_path, monkey
 @pytest.mark.parametrize(
     "case",
     ["empty-line", "references", "no-checkpoint", "sampling-nbest", "auto-and-max-tokens",
-     "bad-option"],
+     "bad-option", "too-long", "auto-too-small"],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2(work, tmp_path, capsys, case):
     from fairseq_el.generate.cli import main
@@ -324,10 +324,15 @@ def test_bad_input_is_one_line_exit_2(work, tmp_path, capsys, case):
         "sampling-nbest": (["--sampling", "--beam", "2"], "--nbest equal to --beam"),
         "auto-and-max-tokens": (["--batch-size", "auto", "--max-tokens", "99"], "give one"),
         "bad-option": (["--beam", "four"], "--beam"),
+        "too-long": (["--gen-subset", "valid", "--max-source-positions", "5"],
+                     "longer than the model's positions"),
+        "auto-too-small": (["--gen-subset", "valid", "--truncate-source", "--batch-size", "auto",
+                            "--max-memory", "0.0001"], "not even one sentence fits"),
     }[case]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
         main(base + argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and expected in err[-1], err[-1]
-    assert err[-1].startswith("fairseq-el-generate: error: ")
+    assert err[-1].startswith("fairseq-el-generate: ")
     assert not (tmp_path / "o.jsonl").exists()
+    assert not (tmp_path / "o.jsonl.parts").exists(), "refused before any work"
