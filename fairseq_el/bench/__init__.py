@@ -3,7 +3,9 @@
 One concept per module: :mod:`~fairseq_el.bench.shapes` (model shapes and the paper's presets),
 :mod:`~fairseq_el.bench.state` (exact decoding-state accounting and the memory budget),
 :mod:`~fairseq_el.bench.runner` (one timed run of one variant), :mod:`~fairseq_el.bench.worker`
-(that run in a fresh process, for its peak RSS), :mod:`~fairseq_el.bench.peers` (Hugging Face and
-CTranslate2 rows), :mod:`~fairseq_el.bench.analytic` (roofline model for GPUs) and
-:mod:`~fairseq_el.bench.report` (tables, JSON lines, plots).
+(that run in a fresh process, for its peak RSS), :mod:`~fairseq_el.bench.budget` (fixed-budget
+throughput), :mod:`~fairseq_el.bench.analytic` (roofline model for GPUs),
+:mod:`~fairseq_el.bench.report` (tables, JSON lines, plots) and :mod:`~fairseq_el.bench.cli` (the
+console scripts, one function per mode). Finished experiments (Hugging Face and CTranslate2 peers,
+the cache-copy profile) live in the repository's ``experiments/``, outside the wheel.
 """

@@ -14,6 +14,7 @@ Each variant runs in a fresh process (its peak RSS is its own); results are appe
 import argparse
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -295,8 +296,9 @@ def sweep_batches(spec: str) -> List[int]:
     return batches
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """What can be checked before anything runs: sizes, device, where results go."""
+def check_args(args: argparse.Namespace) -> Tuple[List[Config], List[str]]:
+    """Everything that can be checked before anything runs (sizes, device, where results go,
+    variants, the mode's options); the configurations and variants to run."""
     for option in ("src_len", "batch", "beam", "steps", "threads"):
         at_least("--" + option.replace("_", "-"), getattr(args, option, None), 1)
     at_least("--no-repeat", args.no_repeat, 0)
@@ -315,12 +317,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--device {args.device}: not a device (cpu, cuda, cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: CUDA is not available here")
-
-
-def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
-    args = get_parser().parse_args(argv)
-    check_args(args)
-    torch.set_num_threads(args.threads)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
@@ -331,56 +327,103 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
         raise UsageError(str(err)) from err
     if args.sweep:
         sweep_batches(args.sweep)
-    if args.peers:
-        from fairseq_el.bench.peers import check_peers
-
-        for config in configs:
-            check_peers([n.strip() for n in args.peers.split(",") if n.strip()], config.shape)
+    for config in configs if args.peers else ():
+        check_peers(peer_names(args), config.shape)
     if args.plot and not args.sweep:
         raise UsageError("--plot draws a --sweep: give --sweep too")
+    return configs, variants
+
+
+# --peers: Hugging Face generate and CTranslate2 on the same weights, a finished experiment
+# (experiments/peers.py) that runs from a clone of the repository; the wheel does not hold it.
+PEERS = ("hf", "ct2")
+
+
+def peer_names(args: argparse.Namespace) -> List[str]:
+    return [n.strip() for n in args.peers.split(",") if n.strip()]
+
+
+def check_peers(names: Sequence[str], shape: str) -> None:
+    """A UsageError unless every peer is known and the shape is one peers can run."""
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise UsageError(f"--peers: unknown {unknown}; known: {', '.join(PEERS)}")
+    if not SHAPES[shape].arch.startswith("bart"):
+        raise UsageError("--peers needs a BART shape (bart-base, bart-large, tiny-bart)")
+
+
+def peers_module():
+    """``experiments/peers.py`` of the clone this package runs from (an editable install)."""
+    path = Path(__file__).resolve().parents[2] / "experiments" / "peers.py"
+    if not path.is_file():
+        raise UsageError(
+            "--peers runs experiments/peers.py, which is not installed with the package: "
+            "run fairseq-el-benchmark from a clone (pip install -e '.[bench]')"
+        )
+    spec = importlib.util.spec_from_file_location("fairseq_el_experiments_peers", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def timed_runs(
+    config: Config, variants: Sequence[str], args: argparse.Namespace, env: Dict
+) -> List[Dict]:
+    """The default mode: every variant at ``--batch`` (or each ``--sweep`` batch), timed; the
+    table, the ratios to both stock variants per batch and the ``--plot``."""
+    from tqdm import tqdm
+
+    batches = sweep_batches(args.sweep) if args.sweep else [config.batch]
+    with tqdm(total=len(batches) * len(variants), desc="runs", leave=False) as bar:
+        rows = [
+            row
+            for b in batches
+            for row in run_config(dataclasses.replace(config, batch=b), variants, args, env, bar)
+        ]
+    print(run_table(rows))
+    for batch in batches:
+        mine = [r for r in rows if r["config"]["batch"] == batch]
+        per_beam = [r for r in mine if r["variant"] != "stock-per-sentence"]
+        for line in ratio_lines(mine, "stock-per-sentence") + ratio_lines(
+            per_beam, "stock-per-beam"
+        ):
+            print(f"batch {batch}: {line}")
+    if args.plot:
+        title = config.describe().replace(f"batch {config.batch}", f"batch {args.sweep}")
+        plot_sweep(rows, args.plot, title)
+        print(f"plot: {args.plot}")
+    return rows
+
+
+def budget_runs(
+    config: Config, variants: Sequence[str], args: argparse.Namespace, env: Dict
+) -> List[Dict]:
+    """``--memory-budget``: the largest batch per variant, and the exact state at ``--batch``."""
+    rows = memory_budget(config, variants, args, env)
+    print(
+        f"decoding-state budget {args.memory_budget:g} GiB "
+        f"({config.steps} steps, self-attention cache included)"
+    )
+    print(budget_table(rows))
+    if not (SHAPES[config.shape].is_lm or config.checkpoint):
+        print(f"decoding state at batch {config.batch} (exact count, expected_bytes)")
+        print(state_table(*analytic_states(config, variants)))
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
+    args = get_parser().parse_args(argv)
+    configs, variants = check_args(args)
+    torch.set_num_threads(args.threads)
+    mode = fixed_budget if args.fixed_budget else budget_runs if args.memory_budget else timed_runs
+    peers = peers_module() if args.peers else None
     env = environment(args.device)
     records: List[Dict] = []
     for config in configs:
         print(header(env, config.describe()))
-        if args.fixed_budget:
-            rows = fixed_budget(config, variants, args, env)
-        elif args.memory_budget:
-            rows = memory_budget(config, variants, args, env)
-            print(
-                f"decoding-state budget {args.memory_budget:g} GiB "
-                f"({config.steps} steps, self-attention cache included)"
-            )
-            print(budget_table(rows))
-            if not (SHAPES[config.shape].is_lm or config.checkpoint):
-                print(f"decoding state at batch {config.batch} (exact count, expected_bytes)")
-                print(state_table(*analytic_states(config, variants)))
-        else:
-            batches = sweep_batches(args.sweep) if args.sweep else [config.batch]
-            from tqdm import tqdm
-
-            with tqdm(total=len(batches) * len(variants), desc="runs", leave=False) as bar:
-                rows = [
-                    row
-                    for b in batches
-                    for row in run_config(
-                        dataclasses.replace(config, batch=b), variants, args, env, bar
-                    )
-                ]
-            print(run_table(rows))
-            for batch in batches:
-                mine = [r for r in rows if r["config"]["batch"] == batch]
-                for line in ratio_lines(mine, "stock-per-sentence") + ratio_lines(
-                    [r for r in mine if r["variant"] != "stock-per-sentence"], "stock-per-beam"
-                ):
-                    print(f"batch {batch}: {line}")
-            if args.plot and args.sweep:
-                title = config.describe().replace(f"batch {config.batch}", f"batch {args.sweep}")
-                plot_sweep(rows, args.plot, title)
-                print(f"plot: {args.plot}")
-        if args.peers:
-            from fairseq_el.bench.peers import run_peers
-
-            rows += run_peers(config, args.peers.split(","), args, env)
+        rows = mode(config, variants, args, env)
+        if peers is not None:
+            rows += peers.run_peers(config, peer_names(args), args, env)
         write_jsonl(args.out, rows)
         records += rows
     print(f"results appended to {args.out}")

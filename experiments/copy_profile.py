@@ -1,6 +1,6 @@
 """Where one generate call spends its CPU time: the share of cache copies, per variant.
 
-    python -m fairseq_el.bench.profile --shape bart-large --src-len 256 --batch 4 --beam 4 \\
+    python experiments/copy_profile.py --shape bart-large --src-len 256 --batch 4 --beam 4 \\
         --steps 128 --threads 2 --variants stock-per-sentence,el,el-sa
 
 One warm-up, then one ``task.inference_step`` under ``torch.profiler`` per variant (seeded weights,
@@ -8,6 +8,10 @@ forced steps, as ``fairseq-el-benchmark``). Prints the profiled seconds and the 
 operators that copy decoding state (``aten::cat``, ``aten::index_select``, ``aten::index``,
 ``aten::gather``, ``aten::copy_``) in self CPU time, and whether the tokens equal the first
 variant's.
+
+A finished experiment, outside the wheel: its output at the issue's setting is recorded in
+``docs/log/2026-12.md``. (Not named ``profile.py``: run as a script, that would shadow the
+standard library's ``profile``, which ``cProfile`` imports.)
 """
 
 import argparse

@@ -7,7 +7,10 @@ checkpoint. Lengths are forced the same way everywhere: ``steps`` tokens, then e
 runs in a fresh process, like the fairseq variants, so its peak RSS is its own. Top hypotheses
 are compared with stock fairseq's token by token ("identical").
 
-Imported only when ``--peers`` asks for it: transformers and ctranslate2 are optional.
+A finished experiment (round 1's peer tables are in ``docs/benchmarks/log-2026-11.md``), kept
+outside the wheel: ``fairseq-el-benchmark --peers hf,ct2`` loads this file from a clone of the
+repository (:func:`fairseq_el.bench.cli.peers_module`), and only then: transformers and ctranslate2
+are optional. Each peer runs as ``python experiments/peers.py JOB.json OUT.json``.
 """
 
 import dataclasses
@@ -31,7 +34,6 @@ from fairseq_el.bench.worker import run_in_subprocess
 from fairseq_el.convert.hf_common import import_transformers
 from fairseq_el.files import write_json
 
-PEERS = ("hf", "ct2")
 FAIRSEQ_ROWS = ("stock-per-sentence", "el")
 
 
@@ -106,19 +108,9 @@ def _convert_ct2(hf, symbols: Sequence[str], paths: Dict[str, str]) -> str:
     return ""
 
 
-def check_peers(names: Sequence[str], shape: str) -> None:
-    """A UsageError unless every peer is known and the shape is one peers can run."""
-    from fairseq_el.usage import UsageError
-
-    unknown = [n for n in names if n not in PEERS]
-    if unknown:
-        raise UsageError(f"--peers: unknown {unknown}; known: {', '.join(PEERS)}")
-    if not SHAPES[shape].arch.startswith("bart"):
-        raise UsageError("--peers needs a BART shape (bart-base, bart-large, tiny-bart)")
-
-
 def run_peers(config: Config, names: Sequence[str], args, env: Dict) -> List[Dict]:
     """Fairseq (stock, EL) and peer rows on one HF-born BART, printed as one table."""
+    from fairseq_el.bench.cli import check_peers
     from fairseq_el.bench.report import run_table
 
     check_peers(names, config.shape)
@@ -156,7 +148,7 @@ def _run_peer_subprocess(config: Config, name: str, paths: Dict[str, str], repea
         with open(job, "w", encoding="utf-8") as f:
             json.dump({"config": dataclasses.asdict(config), "name": name, "paths": paths,
                        "repeats": repeats, "threads": threads}, f)  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "fairseq_el.bench.peers", job, out],
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), job, out],
                               capture_output=True, text=True)  # fmt: skip
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
@@ -217,7 +209,7 @@ def open_dictionary(folder: str) -> List[str]:
 
 def main() -> None:
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m fairseq_el.bench.peers JOB.json OUT.json")
+        raise SystemExit("usage: python experiments/peers.py JOB.json OUT.json")
     with open(sys.argv[1], encoding="utf-8") as f:
         job = json.load(f)
     torch.set_num_threads(job["threads"])
