@@ -1,22 +1,26 @@
-"""Atomic writes: a result is either complete at its path or not there at all.
+"""Atomic writes (a result is either complete at its path or not there at all) and digests.
 
 Everything the package writes (checkpoints, JSON, reports, generated text, prepared data) goes
 through :func:`atomic_write`: a temporary file in the destination directory, flushed and fsynced,
 then renamed over the destination. A failed or interrupted write leaves the destination as it was.
+Every SHA-256 the package records (manifests, prepared data, resumable runs) is :func:`sha256`.
 """
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Iterable, Iterator, Union
+
+from fairseq_el.errors import UserError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class OutputError(OSError):
+class OutputError(UserError, OSError):
     """A result could not be written; the message names the path and the reason."""
 
     def __str__(self) -> str:
@@ -81,3 +85,17 @@ def same_file(a: PathLike, b: PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return os.path.abspath(a) == os.path.abspath(b)
+
+
+def sha256(blocks: Iterable[bytes]) -> str:
+    """Hex SHA-256 of the concatenated ``blocks``."""
+    digest = hashlib.sha256()
+    for block in blocks:
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read 1 MiB at a time."""
+    with open(path, "rb") as f:
+        return sha256(iter(lambda: f.read(1 << 20), b""))

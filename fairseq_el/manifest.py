@@ -10,7 +10,6 @@ and refuses to mix otherwise, unless ``overwrite`` (then the old run is removed 
 non-empty directory without a manifest is never written into.
 """
 
-import hashlib
 import json
 import platform
 import shutil
@@ -18,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from fairseq_el.files import write_json
+from fairseq_el.files import file_sha256, write_json
 from fairseq_el.usage import UsageError
 
 MANIFEST = "manifest.json"
@@ -27,14 +26,10 @@ COMPLETE, INCOMPLETE = "complete", "incomplete"
 
 def file_digest(path: Path) -> Dict[str, Any]:
     """Size and SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def fingerprint(path: Path) -> Dict[str, Any]:
+def digests(path: Path) -> Dict[str, Any]:
     """Digests of a file, or of every file under a directory (its own manifest excluded)."""
     path = Path(path)
     if path.is_file():
@@ -67,7 +62,7 @@ def identity(kind: str, config: Mapping[str, Any], inputs: Mapping[str, Path]) -
     return {
         "kind": kind,
         "config": json.loads(json.dumps(config, default=str)),
-        "inputs": {name: fingerprint(p) for name, p in inputs.items()},
+        "inputs": {name: digests(p) for name, p in inputs.items()},
     }
 
 
@@ -118,7 +113,7 @@ def write_manifest(
             "identity": ident,
             "status": status,
             "completed": dict(completed),
-            "outputs": {name: fingerprint(Path(path) / name) for name in outputs or []},
+            "outputs": {name: digests(Path(path) / name) for name in outputs or []},
             "versions": versions(),
             "command": sys.argv,
         },

@@ -1,10 +1,10 @@
 """User errors of the console scripts: one line naming the option or file, exit code 2.
 
 Every entry point validates its arguments before it does any work and raises :class:`UsageError`
-(or a library error that is the user's to fix: a bad checkpoint, an unreadable input, a full disk)
-with a message that names the option or the file, and line where there is one. :func:`entry_point`
-turns those into ``prog: message`` on stderr and exit code 2. Anything else is a bug of ours and
-keeps its traceback.
+(or another :class:`~fairseq_el.errors.UserError`: a bad checkpoint, an unreadable input, a full
+disk) with a message that names the option or the file, and line where there is one.
+:func:`entry_point` turns those into ``prog: message`` on stderr and exit code 2. Anything else is
+a bug of ours and keeps its traceback.
 """
 
 import argparse
@@ -12,8 +12,9 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Tuple, Type, TypeVar
+from typing import Callable, Optional, TypeVar
 
+from fairseq_el.errors import UserError
 from fairseq_el.version import __version__
 
 EXIT_USAGE = 2
@@ -21,7 +22,7 @@ EXIT_USAGE = 2
 F = TypeVar("F", bound=Callable[..., Optional[int]])
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A user error: the message names the option or file (and line) to fix."""
 
 
@@ -42,22 +43,6 @@ def read_text(path: Path, what: str = "file") -> str:
         raise InputError(f"{path}: line {line}: not UTF-8 text ({err.reason})") from None
 
 
-def user_errors() -> Tuple[Type[BaseException], ...]:
-    """The exception types that are the user's to fix, reported without a traceback."""
-    from fairseq_el.files import OutputError
-
-    errors: Tuple[Type[BaseException], ...] = (UsageError, OutputError)
-    try:  # library errors with messages written for users (importing them imports fairseq)
-        from fairseq_el.convert.checkpoint import ConversionError
-        from fairseq_el.models.architectures import ArchitectureError
-        from fairseq_el.models.options import ELOptionError
-
-        errors += (ConversionError, ArchitectureError, ELOptionError)
-    except ImportError:
-        pass
-    return errors
-
-
 def entry_point(prog: str) -> Callable[[F], F]:
     """Decorate a console script's main: user errors become one line and exit code 2."""
 
@@ -66,7 +51,7 @@ def entry_point(prog: str) -> Callable[[F], F]:
         def run(*args, **kwargs):
             try:
                 return main(*args, **kwargs)
-            except user_errors() as err:
+            except UserError as err:
                 message = "; ".join(x.strip() for x in str(err).splitlines() if x.strip())
                 print(f"{prog}: {message}", file=sys.stderr)
                 raise SystemExit(EXIT_USAGE) from None

@@ -14,6 +14,7 @@ from fairseq_el.bench import analytic
 from fairseq_el.bench.models import build_variant
 from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.shapes import Config
+from fairseq_el.generate.batching import AutoBatch, ModelMemory, weight_bytes
 from fairseq_el.tables import markdown_table
 
 GIB = 1 << 30
@@ -22,8 +23,6 @@ GIB = 1 << 30
 def chosen_batch(config: Config, variant: str, budget_bytes: int) -> Dict[str, int]:
     """The batch ``--batch-size auto`` picks for ``variant`` on ``config`` within the budget,
     the encoder's sentences per pass and the predicted peak bytes."""
-    from fairseq_el.generate.batching import AutoBatch, ModelMemory, weight_bytes
-
     model, _ = build_variant(config, variant)
     memory = ModelMemory.of(model)
     positions = model.max_decoder_positions()

@@ -23,10 +23,11 @@ import torch
 
 from fairseq_el.bench.environment import environment
 from fairseq_el.bench.models import VARIANTS, build_variant
-from fairseq_el.bench.precision import CASES, DTYPES, Diffs
+from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.runner import run_variant
 from fairseq_el.bench.shapes import Config
 from fairseq_el.files import write_json, write_text
+from fairseq_el.testing.precision import CASES, Diffs
 
 PRECISION_ARGS = {  # one representative case per variant: odd head count where it can be
     "cross": (5, 16, 4, True),  # heads, head dim, beam, padding

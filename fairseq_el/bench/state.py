@@ -7,20 +7,25 @@ counts once, and views count their whole storage (what the allocator really hold
 
 State is linear in the batch size for a fixed source length, beam and step count, so the largest
 batch that fits a budget is found from two small measured batches (:func:`LinearState.fit`),
-without allocating the budget. :func:`expected_bytes` is the same count derived by hand from
-fairseq 0.12's code, checked against the measurement by the tests.
+without allocating the budget. :func:`expected_bytes` is the same count derived by hand
+(:mod:`fairseq_el.accounting`) for a benchmark variant, checked against the measurement by the
+tests.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 import torch
 from torch import nn
 
-from fairseq_el.attention.cache import capacity
-
-# The parts of the decoding state reported separately.
-PARTS = ("encoder_out", "encdec_cache", "self_cache", "other")
+from fairseq_el.accounting import (
+    PARTS,
+    Attention,
+    Dims,
+    encoder_output_bytes,
+    largest_batch,
+    state_bytes,
+)
 
 
 def storage_bytes(obj: Any, seen: Optional[Set[int]] = None) -> int:
@@ -94,19 +99,6 @@ class StateMeter:
         return out
 
 
-def largest_batch(fits: Callable[[int], bool], limit: int = 1 << 24) -> int:
-    """The largest batch in [0, limit] for which ``fits`` holds, by bisection; ``fits`` must be
-    monotone (true up to some batch, false after it). 0 if even batch 1 does not fit."""
-    lo, hi = 0, limit
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 @dataclass(frozen=True)
 class LinearState:
     """Decoding-state bytes as ``per_sentence * batch + fixed``: exact, state is linear in batch."""
@@ -133,63 +125,25 @@ class LinearState:
         return largest_batch(lambda batch: self.at(batch) <= budget_bytes, limit)
 
 
-@dataclass(frozen=True)
-class Dims:
-    """What the state depends on: decoder layers, widths, heads and dtype size."""
-
-    layers: int
-    embed_dim: int
-    encoder_dim: int
-    heads: int
-    dtype_bytes: int = 4
+# The benchmark's variants, by how they keep their decoding state.
+ATTENTION = {
+    "stock-per-beam": Attention.STOCK_PER_BEAM,
+    "stock-per-sentence": Attention.STOCK_PER_SENTENCE,
+    "el": Attention.EL,
+    "el-sa": Attention.EL_SELF_ATTENTION,
+}
 
 
 def held_encoder_output(
     variant: str, dims: Dims, batch: int, hyps: int, src_len: int
 ) -> Dict[str, int]:
-    """Bytes of each tensor of the encoder output the generator holds, by hand.
-
-    ``encoder_out`` (S, rows, Ce) and ``encoder_embedding`` (rows, S, Ce), the bool padding mask
-    (rows, S) and int32 ``src_lengths`` (rows, 1); rows are hypotheses when the generator
-    expands the output (stock per-beam), sentences otherwise (stock BART, EL), where EL adds its
-    int64 row->sentence map (N,). fairseq's decoder never reads ``encoder_embedding``, and the EL
-    encoder drops it at the generator's first reorder.
-    """
-    rows = batch * hyps if variant == "stock-per-beam" else batch
-    tensor = src_len * rows * dims.encoder_dim * dims.dtype_bytes
-    row_sentence = 8 * batch * hyps if variant.startswith("el") else 0
-    embedding = 0 if variant.startswith("el") else tensor
-    return {"encoder_out": tensor, "encoder_embedding": embedding, "padding_mask": rows * src_len,
-            "src_lengths": 4 * rows, "row_sentence": row_sentence}  # fmt: skip
+    """:func:`~fairseq_el.accounting.encoder_output_bytes` of a benchmark variant."""
+    return encoder_output_bytes(ATTENTION[variant], dims, batch, hyps, src_len)
 
 
 def expected_bytes(
     variant: str, dims: Dims, batch: int, hyps: int, src_len: int, positions: int
 ) -> Dict[str, int]:
-    """The decoding state fairseq 0.12 holds after ``positions`` decoded positions, by hand.
-
-    Encoder output: :func:`held_encoder_output`. Encoder-decoder cache: keys and values
-    (rows, H, S, D) per layer plus the padding mask, which ``MultiheadAttention`` stores per layer
-    as float32. Self-attention cache: keys and values (N, H, T, D) per layer; EL self-attention:
-    its layer inputs (N, T, C) per layer. EL models keep either in a
-    :class:`~fairseq_el.attention.cache.DecodingCache`: room for
-    :func:`~fairseq_el.attention.cache.capacity` positions, plus its ancestry under beam search.
-    """
-    b, L, S = dims.dtype_bytes, dims.layers, src_len
-    n = batch * hyps
-    rows = n if variant == "stock-per-beam" else batch
-    parts = dict.fromkeys(PARTS, 0)
-    parts["encoder_out"] = sum(held_encoder_output(variant, dims, batch, hyps, S).values())
-    if variant.startswith("stock"):
-        # keys, values and the padding mask fairseq stores as float32 (``.float()``)
-        parts["encdec_cache"] = L * rows * S * (2 * dims.embed_dim * b + 4)
-    per_position = dims.embed_dim if variant == "el-sa" else 2 * dims.embed_dim
-    if variant.startswith("stock"):
-        parts["self_cache"] = L * n * positions * per_position * b
-    else:
-        # the in-place cache holds capacity(positions) positions, and, once beams reorder
-        # (hyps > 1), an int64 ancestry per hypothesis and position
-        ancestry = 8 if hyps > 1 else 0
-        parts["self_cache"] = L * n * capacity(positions) * (per_position * b + ancestry)
-    parts["total"] = sum(parts[p] for p in PARTS)
-    return parts
+    """:func:`~fairseq_el.accounting.state_bytes` of a benchmark variant: the count by hand that
+    the measurement (:class:`StateMeter`) is checked against."""
+    return state_bytes(ATTENTION[variant], dims, batch, hyps, src_len, positions)

@@ -14,13 +14,14 @@ from typing import Any, Dict
 import torch
 from fairseq.models import FairseqModel
 
+from fairseq_el.errors import UserError
 from fairseq_el.files import save_torch
 
 Checkpoint = Dict[str, Any]
 ZIP_MAGIC = b"PK"  # torch >= 1.6 saves a zip archive; older torch a bare pickle (0x80 ...)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """The input cannot be converted without changing what the model computes."""
 
 

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from fairseq.data import Dictionary
 from fairseq.tasks.translation import TranslationTask
 
+from fairseq_el.convert.fairseq_inputs import translation_args
 from fairseq_el.convert.hf_common import (
     ConversionError,
     Converted,
@@ -23,7 +24,6 @@ from fairseq_el.convert.hf_common import (
     map_state,
     refuse,
 )
-from fairseq_el.testing import translation_args
 
 # (d_model, encoder/decoder layers, heads, ffn) -> fairseq's stock BART architecture.
 STOCK_ARCHS = {(768, 6, 12, 3072): "bart_base", (1024, 12, 16, 4096): "bart_large"}

@@ -14,7 +14,7 @@ from fairseq.models import build_model
 from omegaconf import OmegaConf
 
 from fairseq_el.convert.checkpoint import ConversionError
-from fairseq_el.testing import make_dictionary
+from fairseq_el.convert.fairseq_inputs import make_dictionary
 
 TOLERANCE = 1e-4  # on decoder log-probabilities, fp32
 HYPOTHESES = 2  # per sentence, as beam search lays them out

@@ -3,7 +3,7 @@
 A batch of ``B`` sentences of up to ``S`` source tokens, ``k`` hypotheses each, decoded for up to
 ``T`` positions, holds on top of the weights:
 
-* the decoding state, by the project's exact count (:func:`fairseq_el.bench.state.expected_bytes`;
+* the decoding state, by the project's exact count (:func:`fairseq_el.accounting.state_bytes`;
   EL keeps no encoder-decoder cache and one encoder output per sentence, stock BART a projected
   cache per sentence, a stock Transformer one per hypothesis);
 * while encoding: the encoder's largest transient (attention scores and the FFN of one layer,
@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from fairseq.models.bart import BARTModel
 from torch import nn
 
-from fairseq_el.bench.state import Dims, expected_bytes, largest_batch
+from fairseq_el.accounting import Attention, Dims, largest_batch, state_bytes
 
 logger = logging.getLogger(__name__)
 GIB = 1 << 30
@@ -43,7 +42,7 @@ ENCODER_SHARE = 0.25  # EL under auto: the encoder's transient may take this sha
 class ModelMemory:
     """What one model's batch memory depends on."""
 
-    variant: str  # expected_bytes' variant: stock-per-beam, stock-per-sentence, el, el-sa
+    variant: Attention  # how the model keeps its decoding state
     dims: Dims
     encoder_heads: int
     encoder_ffn: int
@@ -56,10 +55,7 @@ class ModelMemory:
         decoder, encoder = model.decoder, model.encoder
         layer, enc_layer = decoder.layers[0], encoder.layers[0]
         options = getattr(decoder, "el_options", None)
-        if options is None:
-            variant = "stock-per-sentence" if isinstance(model, BARTModel) else "stock-per-beam"
-        else:
-            variant = "el-sa" if options.self_attention else "el"
+        variant = Attention.of(model)
         dtype_bytes = next(model.parameters()).element_size()
         dims = Dims(len(decoder.layers), decoder.embed_dim, enc_layer.embed_dim,
                     layer.self_attn.num_heads, dtype_bytes)  # fmt: skip
@@ -70,7 +66,7 @@ class ModelMemory:
 
     @property
     def el(self) -> bool:
-        return self.variant.startswith("el")
+        return self.variant.el
 
     def encoder_bytes(self, sentences: int, src_len: int) -> int:
         """The encoder's largest transient for ``sentences`` encoded together."""
@@ -83,9 +79,8 @@ class ModelMemory:
         """Bytes beyond the weights, by part, for ``batch`` sentences (``per_pass``: sentences
         the encoder takes at a time, None for all)."""
         d = self.dims
-        state = expected_bytes(self.variant, d, batch, hyps, src_len, positions)["total"]
-        if self.cached_projection:  # keys and values per sentence, float32 padding mask
-            state += d.layers * batch * src_len * (2 * d.embed_dim * d.dtype_bytes + 4)
+        state = state_bytes(self.variant, d, batch, hyps, src_len, positions,
+                            self.cached_projection)["total"]  # fmt: skip
         encoded = src_len * batch * d.encoder_dim * d.dtype_bytes
         encoder = self.encoder_bytes(min(batch, per_pass or batch), src_len) + encoded
         rows = batch * hyps
@@ -172,7 +167,7 @@ class AutoBatch:
     def explain(self, bucket: int, batch: int) -> str:
         shown = max(batch, 1)
         p = self.parts(shown, bucket)
-        variants = "/".join(sorted({m.variant for m in self.models}))
+        variants = "/".join(sorted({m.variant.value for m in self.models}))
         passes = [self.per_pass(m, bucket) for m in self.models]
         return (f"--batch-size auto: sources up to {bucket} tokens, {self.hyps} hypotheses, up "
                 f"to {self.positions(bucket)} positions: batch {batch} ({variants}; at batch "

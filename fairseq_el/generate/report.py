@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from fairseq_el.generate.runner import GIB, Stats
 from fairseq_el.generate.source import read_lines
-from fairseq_el.recipes.scoring import bleu, rouge
+from fairseq_el.metrics import bleu, rouge
 
 
 class Progress:

@@ -11,10 +11,12 @@ from fairseq.models import (
     register_model_architecture,
 )
 
+from fairseq_el.errors import UserError
+
 EL_PREFIX = "el_"
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(UserError, ValueError):
     """An architecture name without the asked-for stock or EL counterpart."""
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from fairseq_el.attention.policy import POLICIES
+from fairseq_el.errors import UserError
 
 EL_SELF_ATTENTION_HELP = (
     "EL decoder self-attention: cache each layer's input (C numbers per position) instead of its "
@@ -34,7 +35,7 @@ KV_HEADS_HELP = (
 )
 
 
-class ELOptionError(ValueError):
+class ELOptionError(UserError, ValueError):
     """An EL model option with a value of the wrong type or range; the message names it."""
 
 

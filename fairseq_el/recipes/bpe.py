@@ -9,7 +9,8 @@ from typing import List
 
 from fairseq.data.encoders.gpt2_bpe_utils import Encoder, get_encoder
 
-from fairseq_el.recipes.paths import BPE_DIR, require_file
+from fairseq_el.paths import BPE_DIR
+from fairseq_el.recipes.paths import require_file
 
 
 class GPT2BPE:

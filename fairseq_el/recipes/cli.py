@@ -16,9 +16,10 @@ from typing import List, Optional
 import yaml
 
 from fairseq_el.manifest import check_complete
+from fairseq_el.paths import BPE_DIR
 from fairseq_el.recipes import compare, finetune, prepare, runner, sources
 from fairseq_el.recipes.config import TaskConfig, load_config
-from fairseq_el.recipes.paths import BPE_DIR, DATA_ROOT_HELP, RUNS_DIR, data_root
+from fairseq_el.recipes.paths import DATA_ROOT_HELP, RUNS_DIR, data_root
 from fairseq_el.usage import (
     Parser,
     UsageError,

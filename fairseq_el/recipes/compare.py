@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from fairseq_el.bench.precision import METRIC_TOL
 from fairseq_el.files import write_json
 from fairseq_el.manifest import RunDir
 from fairseq_el.recipes import runner
 from fairseq_el.recipes.config import TaskConfig
 from fairseq_el.recipes.runner import DEFAULTS, RunResult, Settings
 from fairseq_el.tables import text_table
+from fairseq_el.testing.precision import METRIC_TOL
 
 
 @dataclass

@@ -20,9 +20,10 @@ from fairseq.data import Dictionary
 
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.manifest import RunDir
+from fairseq_el.paths import BPE_DIR, DATA_DIR
 from fairseq_el.recipes import compare, finetune, prepare, report, runner, sources
 from fairseq_el.recipes.config import TaskConfig, load_config
-from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR, RUNS_DIR
+from fairseq_el.recipes.paths import RUNS_DIR
 from fairseq_el.recipes.sources import Pair
 from fairseq_el.testing import build_translation_model
 

@@ -27,12 +27,12 @@ from fairseq import checkpoint_utils, tasks, utils
 from fairseq.dataclass.configs import GenerationConfig
 
 import fairseq_el
+from fairseq_el import metrics as scoring
 from fairseq_el.bench.state import StateMeter
 from fairseq_el.files import write_text
 from fairseq_el.manifest import RunDir
 from fairseq_el.models.architectures import stock_arch
-from fairseq_el.recipes import scoring
-from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.paths import DATA_DIR
 from fairseq_el.tables import markdown_table
 
 QG_DATA = "squad_qg_du2017"  # under the data root

@@ -1,12 +1,12 @@
-"""Where the shipped assets are: package data, so commands work from any install."""
+"""The recipes' own paths: task configs, the output root, ``--data-root``; the shipped data is
+:mod:`fairseq_el.paths`."""
 
 from pathlib import Path
 from typing import Optional
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent  # fairseq_el/
-DATA_DIR = PACKAGE_DIR / "data"  # the shipped samples (data/SOURCES.md says where from)
+from fairseq_el.paths import DATA_DIR
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-BPE_DIR = DATA_DIR / "gpt2_bpe"
 RUNS_DIR = Path("runs")  # default output root, relative to the working directory
 
 DATA_ROOT_HELP = "folder of the shipped samples (default: the package's own data)"

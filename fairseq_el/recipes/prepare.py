@@ -7,7 +7,6 @@ fairseq-translation sources end in ``</s>``, so a limit of N positions keeps N -
 """
 
 import dataclasses
-import hashlib
 import logging
 import os
 import shlex
@@ -20,9 +19,10 @@ from fairseq import options
 from fairseq_cli import preprocess
 
 from fairseq_el import manifest
-from fairseq_el.files import write_text
+from fairseq_el.files import sha256, write_text
+from fairseq_el.paths import BPE_DIR
 from fairseq_el.recipes.bpe import GPT2BPE
-from fairseq_el.recipes.paths import BPE_DIR, require_file
+from fairseq_el.recipes.paths import require_file
 from fairseq_el.recipes.sources import Pair
 from fairseq_el.usage import UsageError
 
@@ -189,10 +189,7 @@ def prepare(
 
 def pairs_digest(pairs: Sequence[Pair]) -> str:
     """SHA-256 of the pairs' text: the same pairs prepare the same data."""
-    digest = hashlib.sha256()
-    for pair in pairs:
-        digest.update(f"{pair.source}\t{pair.target}\n".encode())
-    return digest.hexdigest()
+    return sha256(f"{pair.source}\t{pair.target}\n".encode() for pair in pairs)
 
 
 def split_pairs(pairs: Sequence[Pair], spec: str) -> Dict[str, List[Pair]]:

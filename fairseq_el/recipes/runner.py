@@ -28,12 +28,13 @@ from fairseq_el.bench.precision import DTYPES
 from fairseq_el.convert.checkpoint import checkpoint_arch as read_arch
 from fairseq_el.convert.checkpoint import load_checkpoint
 from fairseq_el.files import write_text
+from fairseq_el.metrics import bleu, rouge
 from fairseq_el.models.architectures import el_arch, stock_arch
+from fairseq_el.paths import BPE_DIR
 from fairseq_el.recipes.bpe import GPT2BPE
 from fairseq_el.recipes.config import TaskConfig, option_args
-from fairseq_el.recipes.paths import BPE_DIR, require_file
+from fairseq_el.recipes.paths import require_file
 from fairseq_el.recipes.qg_metrics import qg_scores
-from fairseq_el.recipes.scoring import bleu, rouge
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """Seeded random encoder-decoder models and fairseq checkpoints, for tests, demos and benchmarks.
 
+The product never imports this package (``tests/tools/test_layering.py``): what a conversion needs
+to build a model (:mod:`fairseq_el.convert.fairseq_inputs`) lives there and is re-exported here.
+:mod:`.precision` is the low-precision oracle the tests and the GPU check share.
+
 Nothing is downloaded: a model is built from fairseq's own argument parser (so every
 architecture default applies), initialised from a seed, and saved in the format
 ``fairseq-train`` writes, so ``fairseq-generate`` loads it like any trained checkpoint.
@@ -15,22 +19,18 @@ from fairseq.models import FairseqModel
 from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq.tasks.translation import TranslationTask
 
+from fairseq_el.convert.fairseq_inputs import lm_args, make_dictionary, translation_args
 
-def make_dictionary(num_words: int) -> Dictionary:
-    """A dictionary of ``num_words`` symbols ``w0 .. w{n-1}`` after fairseq's 4 specials."""
-    dictionary = Dictionary()
-    for i in range(num_words):
-        dictionary.add_symbol(f"w{i}")
-    return dictionary
-
-
-def translation_args(
-    arch: str, data: str = "<none>", extra: Sequence[str] = ()
-) -> argparse.Namespace:
-    """Training arguments for ``--task translation`` as fairseq's parser fills them."""
-    parser = options.get_training_parser(default_task="translation")
-    argv = [data, "--arch", arch, "--task", "translation", "-s", "source", "-t", "target"]
-    return options.parse_args_and_arch(parser, argv + list(extra))
+__all__ = [
+    "build_language_model",
+    "build_translation_model",
+    "generation_args",
+    "lm_args",
+    "make_dictionary",
+    "tiny_args",
+    "tiny_lm_args",
+    "translation_args",
+]
 
 
 def build_translation_model(
@@ -47,13 +47,6 @@ def build_translation_model(
     torch.manual_seed(seed)
     model = task.build_model(args)
     return model.eval(), task, args
-
-
-def lm_args(arch: str, data: str = "<none>", extra: Sequence[str] = ()) -> argparse.Namespace:
-    """Training arguments for ``--task language_modeling`` as fairseq's parser fills them."""
-    parser = options.get_training_parser(default_task="language_modeling")
-    argv = [data, "--arch", arch, "--task", "language_modeling"]
-    return options.parse_args_and_arch(parser, argv + list(extra))
 
 
 def build_language_model(

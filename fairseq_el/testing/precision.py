@@ -18,7 +18,8 @@ Each case builds a stock module, perturbs its parameters (non-zero biases), roun
 precision dtype, and makes the EL module and the fp32 reference (the rounded weights upcast) from
 that rounded state; inputs are rounded the same way. All three run through their public forward,
 incrementally, as a decoder calls them. Used by ``tests/module/test_low_precision.py`` and the GPU
-check (:mod:`fairseq_el.bench.gpu_check`).
+check (:mod:`fairseq_el.bench.gpu_check`); the dtypes by name are
+:data:`fairseq_el.bench.precision.DTYPES`.
 """
 
 import copy
@@ -36,7 +37,6 @@ from fairseq_el.attention.self_attention import ELSelfAttention
 from fairseq_el.convert.kv_heads import repeat_kv_heads
 from fairseq_el.models.decoder import ELGroupedQueryAttention
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # by CLI name
 Outputs = Dict[str, Tuple[Tensor, Tensor, Tensor]]  # name -> (reference, stock, EL)
 
 

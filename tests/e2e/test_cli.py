@@ -18,7 +18,7 @@ from fairseq.data import Dictionary, data_utils, indexed_dataset
 
 import fairseq_el
 from fairseq_el.convert.checkpoint import save_checkpoint
-from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.paths import DATA_DIR
 from fairseq_el.testing import build_translation_model, tiny_args
 
 from helpers import assert_same_output, parse

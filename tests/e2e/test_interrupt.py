@@ -14,8 +14,8 @@ from fairseq.data import Dictionary
 
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.manifest import RunDir
+from fairseq_el.paths import BPE_DIR, DATA_DIR
 from fairseq_el.recipes import cli, prepare, sources
-from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR
 from fairseq_el.testing import build_translation_model, tiny_args
 
 from helpers import exit_code

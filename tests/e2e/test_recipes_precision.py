@@ -1,6 +1,6 @@
 """``fairseq-el-run-task --compare --dtype fp16|bf16`` on a tiny BART trained on shipped SQuAD QG
 pairs: every score of EL obeys the low-precision rule at the metric level
-(:func:`~fairseq_el.bench.precision.metric_holds`: within 0.1 of stock's, or no farther from the
+(:func:`~fairseq_el.testing.precision.metric_holds`: within 0.1 of stock's, or no farther from the
 fp32 run's than twice stock's distance plus 0.1; the share of identical hypotheses is printed),
 the command's verdict says whether they are within 0.1, the runs are recorded as that dtype, and a
 run of another dtype is not mixed into them."""
@@ -14,12 +14,12 @@ import pytest
 import torch
 from fairseq.tasks.translation import TranslationTask
 
-from fairseq_el.bench.precision import METRIC_TOL, metric_holds
 from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.paths import BPE_DIR, DATA_DIR
 from fairseq_el.recipes import cli, prepare, sources
 from fairseq_el.recipes.bpe import GPT2BPE
-from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR
 from fairseq_el.testing import tiny_args, translation_args
+from fairseq_el.testing.precision import METRIC_TOL, metric_holds
 
 from helpers import exit_code, train_step
 

@@ -6,9 +6,9 @@ import pytest
 from fairseq.data import Dictionary
 
 from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.paths import BPE_DIR, DATA_DIR
 from fairseq_el.recipes import cli, compare, prepare, runner, sources
 from fairseq_el.recipes.config import load_config
-from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR
 from fairseq_el.testing import build_translation_model, tiny_args
 
 TASK_SAMPLES = {

@@ -20,7 +20,7 @@ from fairseq_cli import train as fairseq_train
 from fairseq_el import USER_DIR
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.convert.kv_heads import average_kv_heads, repeat_kv_heads
-from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.paths import DATA_DIR
 from fairseq_el.testing import build_translation_model
 
 from helpers import (

@@ -11,7 +11,7 @@ from fairseq.models.bart import BARTHubInterface, BARTModel
 
 import fairseq_el
 from fairseq_el.convert.checkpoint import save_checkpoint
-from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR
+from fairseq_el.paths import BPE_DIR, DATA_DIR
 from fairseq_el.testing import build_translation_model, tiny_args
 
 from helpers import SCORE_TOL

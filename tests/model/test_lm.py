@@ -19,7 +19,7 @@ import fairseq_el
 from fairseq_el.attention.self_attention import ELSelfAttention
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.convert.el_checkpoint import convert_checkpoint
-from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.paths import DATA_DIR
 from fairseq_el.testing import (
     build_language_model,
     make_dictionary,

@@ -4,7 +4,7 @@
 In fp16/bf16 EL cannot be bit-identical to stock (it reorders the attention's floating-point
 operations). The tests report the share of identical hypotheses and the score differences, ask
 for identical hypotheses in the large majority and BLEU by the rule at the metric level
-(:func:`~fairseq_el.bench.precision.metric_holds`: within 0.1 of stock's, or, as one parted
+(:func:`~fairseq_el.testing.precision.metric_holds`: within 0.1 of stock's, or, as one parted
 near-tie moves BLEU on 64 sentences by 0.2 or more, no farther from the fp32 run's than twice
 stock's distance plus 0.1; fairseq-generate's batched sampling reports it, see there), and show
 that every difference is a near-tie broken by rounding: at the first step where the two
@@ -29,10 +29,11 @@ import torch
 from fairseq.data import indexed_dataset
 
 import fairseq_el
-from fairseq_el.bench.precision import DTYPES, Diffs, metric_holds
+from fairseq_el.bench.precision import DTYPES
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.generate.runner import example_seed
 from fairseq_el.testing import build_translation_model, tiny_args, translation_args
+from fairseq_el.testing.precision import Diffs, metric_holds
 
 from helpers import make_batch
 
@@ -316,7 +317,7 @@ def test_fairseq_generate_fp16_stock_vs_el(setup, trained_transformer, search):
 @pytest.mark.parametrize("dtype", LOW)
 def test_fairseq_el_generate_stock_vs_el(setup, trained_transformer, fp32_bleu, dtype, search):
     """The same checkpoint through ``fairseq-el-generate --stock`` and EL (its default); BLEU by
-    the rule at the metric level (:func:`~fairseq_el.bench.precision.metric_holds`)."""
+    the rule at the metric level (:func:`~fairseq_el.testing.precision.metric_holds`)."""
     data, paths, _, _ = setup
     stock_out = el_generate(data, paths["stock"], dtype, [*SEARCHES[search], "--stock"])
     el_out = el_generate(data, paths["stock"], dtype, SEARCHES[search])

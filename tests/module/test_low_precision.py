@@ -1,6 +1,6 @@
 """Tier 1 in fp16 and bf16: EL is at most twice as far from an fp32 reference as stock is.
 
-The rule and the cases are :mod:`fairseq_el.bench.precision` (the GPU check reports the same
+The rule and the cases are :mod:`fairseq_el.testing.precision` (the GPU check reports the same
 numbers): every attention variant the project adds, incremental as a decoder calls it, with odd
 head counts, beams 1 and 4, with and without padding, on every available device.
 """
@@ -10,8 +10,8 @@ import itertools
 import pytest
 import torch
 
-from fairseq_el.bench.precision import (
-    DTYPES,
+from fairseq_el.bench.precision import DTYPES
+from fairseq_el.testing.precision import (
     Diffs,
     cross_attention,
     grouped_cross_attention,

@@ -10,9 +10,9 @@ from fairseq.data import Dictionary
 from fairseq_el.bench import cli as bench_cli
 from fairseq_el.convert import cli as convert_cli
 from fairseq_el.convert.checkpoint import save_checkpoint
+from fairseq_el.paths import BPE_DIR, DATA_DIR
 from fairseq_el.recipes import cli as recipes_cli
 from fairseq_el.recipes import prepare, sources
-from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR
 from fairseq_el.testing import build_translation_model, tiny_args
 
 from helpers import exit_code

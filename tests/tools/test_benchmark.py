@@ -9,10 +9,11 @@ import torch
 
 from fairseq_el.bench import analytic, cli
 from fairseq_el.bench.models import VARIANTS, build_variant, synthetic_sample
-from fairseq_el.bench.precision import DTYPES, Diffs
+from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.runner import run_variant
 from fairseq_el.bench.shapes import Config
 from fairseq_el.bench.state import Dims, LinearState, expected_bytes
+from fairseq_el.testing.precision import Diffs
 from fairseq_el.usage import UsageError
 
 TINY = Config("tiny-transformer", src_len=7, batch=3, beam=4, steps=5)

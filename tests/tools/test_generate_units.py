@@ -7,12 +7,13 @@ import pytest
 import torch
 from fairseq.data import Dictionary
 
-from fairseq_el.bench.state import Dims, StateMeter
+from fairseq_el.accounting import Attention, Dims
+from fairseq_el.bench.state import StateMeter
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, weight_bytes
 from fairseq_el.generate.options import split_auto, with_shipped_bpe
 from fairseq_el.generate.parts import PartsError, PartStore, PartWriter, dumps
 from fairseq_el.generate.ranks import from_env
-from fairseq_el.recipes.paths import DATA_DIR
+from fairseq_el.paths import DATA_DIR
 from fairseq_el.testing import build_translation_model, make_dictionary, tiny_args
 
 from helpers import generation_args, make_batch
@@ -99,15 +100,15 @@ def test_auto_batch_is_larger_for_el_than_stock_under_one_budget():
     budget = weight_bytes([models["stock"]]) + 256 * (1 << 20)
     batches = {name: auto_for(m, budget).batch(1024) for name, m in models.items()}
     assert 0 < batches["stock"] < batches["el"] <= batches["el-sa"], batches
-    assert ModelMemory.of(models["stock"]).variant == "stock-per-sentence"
+    assert ModelMemory.of(models["stock"]).variant is Attention.STOCK_PER_SENTENCE
     assert auto_for(models["el"], weight_bytes([models["el"]])).batch(512) == 0
 
 
 def test_auto_batch_bart_large_shapes():
     """bart-large, source 1024, beam 4, 140 steps, fp16, 40 GiB: EL fits several times more."""
     dims = Dims(layers=12, embed_dim=1024, encoder_dim=1024, heads=16, dtype_bytes=2)
-    stock = ModelMemory("stock-per-sentence", dims, 16, 4096, 50265, False)
-    el = ModelMemory("el", dims, 16, 4096, 50265, False)
+    stock = ModelMemory(Attention.STOCK_PER_SENTENCE, dims, 16, 4096, 50265, False)
+    el = ModelMemory(Attention.EL, dims, 16, 4096, 50265, False)
     budget = 40 * (1 << 30)
     stock_batch = auto_for(stock, budget, 4, 140).batch(1024)
     el_batch = auto_for(el, budget, 4, 140).batch(1024)

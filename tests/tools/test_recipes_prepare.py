@@ -3,9 +3,9 @@
 import pytest
 from fairseq.data import Dictionary, data_utils
 
+from fairseq_el.paths import BPE_DIR, DATA_DIR
 from fairseq_el.recipes import prepare, sources
 from fairseq_el.recipes.bpe import GPT2BPE
-from fairseq_el.recipes.paths import BPE_DIR, DATA_DIR
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from fairseq_el.recipes import qg_metrics, scoring
+from fairseq_el import metrics as scoring
+from fairseq_el.recipes import qg_metrics
 from fairseq_el.recipes.config import load_config, option_args
 from fairseq_el.recipes.finetune import finetune_argv
 
