@@ -13,15 +13,20 @@ costs (kernel launches, Python beam search) are what a larger batch amortises; p
 none, so the table also shows the ratios with ``LAUNCH_SECONDS`` per kernel, ``KERNELS_PER_LAYER``
 kernels per decoder layer and ``KERNELS_PER_STEP`` for the search, a rough eager-PyTorch count.
 
-Byte counts follow what fairseq 0.12 does each step: stock self-attention ``torch.cat``s the new
-key/value onto the cache (read + write of the cache) and beam reordering ``index_select``s every
-cache (read + write); stock per-beam decoding also reorders its per-hypothesis encoder-decoder
-keys/values and encoder output every step. EL reads the per-sentence encoder output (twice:
-scores and weighted sum) and spends H times the attention FLOPs.
+Byte counts follow what the code does each step (:func:`self_attention_work`). Stock fairseq 0.12
+(both stock variants): self-attention ``torch.cat``s the new key/value onto the cache (read +
+write of the cache) and beam reordering ``index_select``s every cache (read + write); stock
+per-beam decoding also reorders its per-hypothesis encoder-decoder keys/values and encoder output
+every step. EL models keep the copy-free cache (:mod:`fairseq_el.attention.cache`): a step writes
+its position in place and a reorder moves only the int64 ancestry index; with beams, ``el``
+scores each group's queries against every slot of the group (k times the attention FLOPs, no copy)
+and ``el-sa`` gathers each row's history once (C per position). EL encoder-decoder attention reads
+the per-sentence encoder output (twice: scores and weighted sum) and spends H times the attention
+FLOPs.
 """
 
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 from fairseq_el.attention.policy import cross_attention_work, roofline_seconds
 from fairseq_el.bench.shapes import PRESETS, SHAPES
@@ -32,6 +37,7 @@ GB = 1e9
 LAUNCH_SECONDS = 10e-6  # per kernel, eager PyTorch on a V100-class host (order of magnitude)
 KERNELS_PER_LAYER = 30
 KERNELS_PER_STEP = 60  # embedding, output projection, log-softmax, beam search
+INDEX_BYTES = 8  # the copy-free cache's ancestry and gather indices are int64
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,40 @@ class Work:
         return self.size.enc_layers == 0
 
 
+def self_attention_work(
+    variant: str, n: int, k: int, t: int, C: int, H: int, b: int
+) -> Tuple[float, float]:
+    """FLOPs and bytes of one decoder layer's self-attention at a step with ``t`` cached positions,
+    ``n`` hypothesis rows (``k`` per sentence), width ``C``, ``H`` heads, ``b`` bytes per number.
+
+    * stock (both stock variants): read keys and values (2 n t C), ``torch.cat`` both onto the cache
+      (read + write: 4 n t C) and, with beams, ``index_select`` both (4 n t C).
+    * ``el`` (``KVSelfAttention``): write the new key and value in place (2 n C) and read the cache
+      once (2 n t C). With beams (k > 1) each query scores every slot of its group (k times the
+      FLOPs; the k-wide scores and spread weights, 4 n H k t, are written and read) through int64
+      indices (gather and scatter, 2 n H t) and the reorder rewrites the ancestry (4 n t).
+    * ``el-sa`` (``ELSelfAttention``): write the layer input in place (n C); expanded queries
+      (4 n C C FLOPs, the projection weights 2 C C read) attend at model width (H times the FLOPs)
+      reading the history twice (2 n t C). With beams each row's history is gathered once first
+      (read + write 2 n t C, its index n t) and the reorder rewrites the ancestry (4 n t).
+    """
+    beams = k > 1
+    ancestry = 4 * n * t * INDEX_BYTES if beams else 0
+    if variant.startswith("stock"):
+        return 4 * n * t * C, (2 + 4 + (4 if beams else 0)) * n * t * C * b
+    if variant == "el-sa":
+        flops = 4 * n * H * t * C + 4 * n * C * C
+        nbytes = (2 * n * t * C + n * C) * b + 2 * C * C * b
+        if beams:
+            nbytes += 2 * n * t * C * b + n * t * INDEX_BYTES + ancestry
+        return flops, nbytes
+    flops = 4 * n * t * C * (k if beams else 1)
+    nbytes = (2 * n * t * C + 2 * n * C) * b
+    if beams:
+        nbytes += 4 * n * H * k * t * b + 2 * n * H * t * INDEX_BYTES + ancestry
+    return flops, nbytes
+
+
 def generation_seconds(
     work: Work, variant: str, batch: int, gpu: GPU, launch: float = 0.0
 ) -> float:
@@ -161,13 +201,7 @@ def generation_seconds(
     for t in range(1, last + 1):  # t: cached positions at this step
         cost += seconds(2 * n * dense_w, dense_w * b + 2 * n * V * b)
         cost += L * seconds(4 * n * H * t * 2, 4 * n * H * t * b)  # probs
-        if variant == "el-sa":
-            cost += L * seconds(
-                4 * n * H * t * C + 4 * n * C * C, 6 * n * t * C * b + 2 * C * C * b
-            )
-        else:
-            reorder = 4 if k > 1 else 0
-            cost += L * seconds(4 * n * t * C, (2 + 4 + reorder) * n * t * C * b)
+        cost += L * seconds(*self_attention_work(variant, n, k, t, C, H, b))
         if work.lm:
             continue
         cost += L * seconds(4 * n * H * S * 2, 4 * n * H * S * b)  # probs
