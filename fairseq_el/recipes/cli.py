@@ -126,7 +126,7 @@ def prepare_main(argv: Optional[List[str]] = None) -> None:
     input_file("--dict", args.dict)
     output_dir("--out", args.out)
     pairs = read_pairs(args)
-    splits = prepare.split_pairs(pairs, args.splits)
+    splits = prepare.split_by_spec(pairs, args.splits)
     print(f"read {len(pairs)} {args.format} pairs; position limits {limits}", flush=True)
     prepare.prepare(
         splits, args.out, limits["source"], limits["target"], args.bpe_dir, args.dict,

@@ -34,7 +34,7 @@ TOY_MAX_TOKENS = 1024  # per update: the 50k-word softmax dominates a tiny model
 class DemoTask:
     name: str  # configs/<name>.yaml
     read: Callable[[], List[Pair]]
-    splits: str  # prepare.split_pairs spec
+    splits: str  # prepare.split_by_spec spec
     updates: int
 
 
@@ -74,7 +74,7 @@ def run_task(
     config = load_config(task.name)
     work = out_dir / task.name
     start = time.perf_counter()
-    splits = prepare.split_pairs(task.read(), task.splits)
+    splits = prepare.split_by_spec(task.read(), task.splits)
     reports = prepare.prepare(
         splits, work / "data", config.max_source_positions, config.max_target_positions
     )

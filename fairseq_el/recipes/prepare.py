@@ -192,7 +192,7 @@ def pairs_digest(pairs: Sequence[Pair]) -> str:
     return sha256(f"{pair.source}\t{pair.target}\n".encode() for pair in pairs)
 
 
-def split_pairs(pairs: Sequence[Pair], spec: str) -> Dict[str, List[Pair]]:
+def split_by_spec(pairs: Sequence[Pair], spec: str) -> Dict[str, List[Pair]]:
     """Cut ``pairs`` in order by a spec like ``"test"`` or ``"valid:10,test:10,train:rest"``."""
     out: Dict[str, List[Pair]] = {}
     start = 0

@@ -25,8 +25,7 @@ import torch
 
 import fairseq_el
 from fairseq_el.bench.precision import DTYPES
-from fairseq_el.convert.checkpoint import checkpoint_arch as read_arch
-from fairseq_el.convert.checkpoint import load_checkpoint
+from fairseq_el.convert.checkpoint import checkpoint_arch, load_checkpoint
 from fairseq_el.files import write_text
 from fairseq_el.metrics import bleu, rouge
 from fairseq_el.models.architectures import el_arch, stock_arch
@@ -84,9 +83,9 @@ def thread_env(threads: Optional[int]) -> Dict[str, str]:
     return env
 
 
-def checkpoint_arch(checkpoint: Path) -> str:
+def checkpoint_file_arch(checkpoint: Path) -> str:
     """The architecture a fairseq checkpoint file records (its tensors are mapped, not read)."""
-    return read_arch(load_checkpoint(str(require_file(checkpoint, "checkpoint")), mmap=True))
+    return checkpoint_arch(load_checkpoint(str(require_file(checkpoint, "checkpoint")), mmap=True))
 
 
 def generate_argv(
@@ -112,7 +111,7 @@ def generate_argv(
     argv += ["--required-batch-size-multiple", "1"]
     argv += ["--user-dir", fairseq_el.USER_DIR, *GPT2BPE(bpe_dir).fairseq_args()]
     argv += option_args(config.generation_options(settings.variant))
-    arch = checkpoint_arch(checkpoint)
+    arch = checkpoint_file_arch(checkpoint)
     name = el_arch(arch) if el else stock_arch(arch)
     if name != arch:
         argv += ["--model-overrides", repr({"arch": name, "_name": name})]

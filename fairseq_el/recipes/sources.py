@@ -31,7 +31,7 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def read_lines(path: Path) -> List[str]:
+def read_nonempty_lines(path: Path) -> List[str]:
     """Lines of a text file; an empty (or all-whitespace) line is an error naming its number."""
     lines = read_text(Path(path), "text file").split("\n")
     if lines and lines[-1] == "":
@@ -44,7 +44,7 @@ def read_lines(path: Path) -> List[str]:
 
 def read_line_pairs(source_path: Path, target_path: Path) -> List[Pair]:
     """Parallel line files (XSum documents/summaries, CNN/DM or Du et al. source/target)."""
-    sources, targets = read_lines(source_path), read_lines(target_path)
+    sources, targets = read_nonempty_lines(source_path), read_nonempty_lines(target_path)
     if len(sources) != len(targets):
         raise InputError(
             f"{source_path} has {len(sources)} lines but {target_path} has {len(targets)}"

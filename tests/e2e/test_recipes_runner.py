@@ -61,7 +61,7 @@ def test_stock_and_el_agree(task, checkpoint, tmp_path):
 
 
 def test_el_override_names_the_el_arch(checkpoint, tmp_path):
-    assert runner.checkpoint_arch(checkpoint) == "bart_base"
+    assert runner.checkpoint_file_arch(checkpoint) == "bart_base"
     argv = runner.generate_argv(load_config("xsum"), checkpoint, tmp_path, tmp_path, el=True)
     overrides = argv[argv.index("--model-overrides") + 1]
     assert overrides == "{'arch': 'el_bart_base', '_name': 'el_bart_base'}"

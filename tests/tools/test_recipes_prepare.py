@@ -46,7 +46,7 @@ def test_bpe_round_trip(bpe):
 def test_prepare_binarizes_with_counts_and_reports_truncation(tmp_path, bpe, capsys):
     pairs = sources.read_xsum_jsonl(DATA_DIR / "xsum_hf_fixture/sample.json")
     limit = 64
-    reports = prepare.prepare(prepare.split_pairs(pairs, "valid:3,test:rest"), tmp_path, limit)
+    reports = prepare.prepare(prepare.split_by_spec(pairs, "valid:3,test:rest"), tmp_path, limit)
     expected_cut = sum(len(bpe.encode(p.source)) > limit - 1 for p in pairs[3:])
     test_report = reports[1]
     assert (test_report.split, test_report.examples) == ("test", 7)
@@ -79,7 +79,7 @@ def test_empty_lines_are_refused_with_their_number(tmp_path):
 
 def test_bad_inputs_have_clear_errors(tmp_path):
     with pytest.raises(sources.InputError, match="no such text file"):
-        sources.read_lines(tmp_path / "missing.txt")
+        sources.read_nonempty_lines(tmp_path / "missing.txt")
     (tmp_path / "a").write_text("x\ny\n", encoding="utf-8")
     (tmp_path / "b").write_text("x\n", encoding="utf-8")
     with pytest.raises(ValueError, match="has 2 lines but"):
@@ -90,4 +90,4 @@ def test_bad_inputs_have_clear_errors(tmp_path):
     with pytest.raises(prepare.DictionaryMismatchError, match=r"\['995'\] are not in"):
         prepare.prepare({"test": pairs}, tmp_path / "out", dict_path=small_dict)
     with pytest.raises(ValueError, match="needs examples 1..5; have 1"):
-        prepare.split_pairs(pairs, "test:5")
+        prepare.split_by_spec(pairs, "test:5")
