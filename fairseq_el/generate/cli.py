@@ -27,7 +27,7 @@ from fairseq_el.generate.options import PROG, fingerprint, parse
 from fairseq_el.generate.parts import PartStore, PartWriter, dumps
 from fairseq_el.generate.report import Progress, as_dict, describe, score, summary
 from fairseq_el.generate.runner import Generation, Stats
-from fairseq_el.generate.source import TOO_LONG, read_lines
+from fairseq_el.generate.source import TOO_LONG, read_input, read_lines
 from fairseq_el.usage import EXIT_USAGE, UsageError, entry_point
 
 logger = logging.getLogger("fairseq_el.generate")
@@ -63,11 +63,13 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     output = Path(args.output)
     store = PartStore(output)
     on_main(ranks, lambda: store.check(fingerprint(args), args.resume))
-    gen = Generation(args, ranks)
-    examples = gen.examples()
+    raw = read_input(args)  # JSON lines' ids and fields checked before a model is loaded
     references: Optional[List[str]] = None
     if args.references:
         references = read_lines(args.references, "--references")
+    gen = Generation(args, ranks)
+    examples = gen.examples(raw)
+    if references is not None:
         if len(references) != examples.count:
             raise UsageError(f"--references {args.references}: {len(references)} lines for "
                              f"{examples.count} examples")  # fmt: skip
@@ -106,7 +108,7 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     parts = [store.part(plan.attempt, r, ranks.world) for r in range(ranks.world)]
     progress = Progress(parts, todo, ranks.main and not args.no_progress_bar)
     try:
-        writer.write(dumps({"id": i, "hypotheses": [], "skipped": reason})
+        writer.write(dumps({**gen.head(i), "hypotheses": [], "skipped": reason})
                      for reason, ids in sorted(stats.skipped.items()) for i in ids)  # fmt: skip
         gen.run(dataset, id_of, kept, writer, auto, progress.refresh, stats)
         ranks_mod.wait_all(ranks, progress.refresh)
@@ -142,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ranks = ranks_mod.from_env()
     output = None
     try:
-        args = parse(argv)
+        args = parse(argv, ranks.distributed)
         output = Path(args.output)
         setup_logging(ranks)
         if args.sampling and args.sampling_seed == "global" and ranks.distributed:

@@ -6,7 +6,11 @@ search options, tasks, ``--user-dir`` and model overrides mean what they mean th
 """
 
 import argparse
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -27,7 +31,7 @@ FINGERPRINT = (
     "checkpoint_suffix", "stock", "fp16", "bf16", "seed", "truncate_source",
     "max_source_positions", "max_target_positions", "skip_invalid_size_inputs_valid_test",
     "sampling_seed", "skip_empty", "bpe", "tokenizer", "post_process", "gpt2_encoder_json",
-    "gpt2_vocab_bpe",
+    "gpt2_vocab_bpe", "input_format", "text_field", "id_field",
 )  # fmt: skip
 NOT_SUPPORTED = {
     "lm_path": "--lm-path (shallow fusion): use fairseq-generate",
@@ -61,9 +65,27 @@ def get_parser() -> argparse.ArgumentParser:
         "--input",
         dest="raw_input",
         metavar="FILE",
-        help="raw text, one source per line, encoded as fairseq-interactive "
-        "does (GPT-2 BPE from the shipped files unless --bpe is given); "
-        "DATA is then the folder of the dictionaries",
+        help="raw sources, encoded as fairseq-interactive does (GPT-2 BPE from the shipped "
+        "files unless --bpe is given): one per line, or JSON lines (*.jsonl, OpenAI Batch "
+        "lines included); '-' reads standard input; DATA is then the folder of the dictionaries",
+    )
+    group.add_argument(
+        "--input-format",
+        choices=("auto", "lines", "jsonl"),
+        default="auto",  # jsonl for *.jsonl / *.ndjson or a first line that is a JSON object
+        help="how --input is read (default: auto)",
+    )
+    group.add_argument(
+        "--text-field",
+        metavar="NAME",
+        help="JSON lines: the source field, a.b for nested ones (default: the first of "
+        "document, article, text, source; body.prompt or body.messages for OpenAI Batch lines)",
+    )
+    group.add_argument(
+        "--id-field",
+        metavar="NAME",
+        help="JSON lines: the id field, echoed as user_id in every record (default: the first "
+        "of id, custom_id; 'none': no ids)",
     )
     group.add_argument(
         "--resume",
@@ -154,14 +176,31 @@ def with_shipped_bpe(argv: List[str]) -> List[str]:
     return argv
 
 
-def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """fairseq's parse (task and architecture arguments included), then our checks."""
+def parse(argv: Optional[Sequence[str]] = None, distributed: bool = False) -> argparse.Namespace:
+    """fairseq's parse (task and architecture arguments included), then our checks; ``--input -``
+    is read from standard input into a temporary file (one process only)."""
     argv, auto = split_auto(sys.argv[1:] if argv is None else list(argv))
     argv = with_shipped_bpe(argv)
     args = options.parse_args_and_arch(get_parser(), argv)
     args.batch_auto = auto
+    args.input_name = args.raw_input
+    if args.raw_input == "-":
+        if distributed:
+            raise UsageError("--input -: standard input reaches one process; with several "
+                             "ranks give a file on a filesystem they share")  # fmt: skip
+        args.raw_input = spool_stdin()
     check(args)
     return args
+
+
+def spool_stdin() -> str:
+    """Standard input copied to a temporary file (removed at exit): read, hashed, sharded like
+    a file."""
+    fd, path = tempfile.mkstemp(prefix="fairseq-el-generate-stdin-", suffix=".txt")
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    with os.fdopen(fd, "wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f)
+    return path
 
 
 def _require_file(path: Optional[str], option: str) -> None:
@@ -181,6 +220,13 @@ def check(args: argparse.Namespace) -> None:
     if not Path(args.data).is_dir():
         raise UsageError(f"DATA {args.data}: no such folder")
     _require_file(args.raw_input, "--input")
+    jsonl_only = [
+        f"--{n.replace('_', '-')}" for n in ("text_field", "id_field") if getattr(args, n)
+    ]
+    if jsonl_only and args.input_format == "lines":
+        raise UsageError(f"{jsonl_only[0]} reads JSON lines, not --input-format lines")
+    if jsonl_only and not args.raw_input:
+        raise UsageError(f"{jsonl_only[0]} reads --input JSON lines; binarized data has no fields")
     _require_file(args.references, "--references")
     out = Path(args.output)
     if not out.parent.is_dir():

@@ -23,7 +23,15 @@ from fairseq_el.convert.checkpoint import ConversionError, checkpoint_arch, load
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, default_budget, weight_bytes
 from fairseq_el.generate.parts import PartWriter, dumps
 from fairseq_el.generate.ranks import Ranks
-from fairseq_el.generate.source import Binarized, Examples, RawText, Selection, truncated
+from fairseq_el.generate.source import (
+    Binarized,
+    Examples,
+    RawText,
+    Selection,
+    Sources,
+    read_input,
+    truncated,
+)
 from fairseq_el.models.architectures import ArchitectureError, el_arch, stock_arch
 from fairseq_el.usage import UsageError
 
@@ -118,14 +126,26 @@ class Generation:
         self.caps: Dict[Optional[int], int] = {}  # batch limits learnt from out-of-memory
         self.memory = [ModelMemory.of(m) for m in self.models]
         self.truncated = 0  # raw sources cut by --truncate-source
+        self.user_ids: Optional[List[Any]] = None  # JSON lines' own ids, by example id
 
     # -- examples ------------------------------------------------------------------------------
 
-    def examples(self) -> Examples:
-        if not self.args.raw_input:
-            return Binarized(self.task.dataset(self.args.gen_subset))
-        return RawText(self.args.raw_input, self.args.skip_empty, self.encode,
-                       self.task.build_dataset_for_inference)  # fmt: skip
+    def examples(self, raw: Optional[Sources] = None) -> Examples:
+        """The binarized split, or ``raw`` sources (:func:`read_input`) encoded on demand."""
+        a = self.args
+        if raw is None:
+            raw = read_input(a)
+        if raw is None:
+            return Binarized(self.task.dataset(a.gen_subset))
+        self.user_ids = raw.user_ids
+        return RawText(raw.texts, raw.name, a.skip_empty, self.encode,
+                       self.task.build_dataset_for_inference, raw.user_ids)  # fmt: skip
+
+    def head(self, example_id: int) -> Dict[str, Any]:
+        """A record's first keys: fairseq's id, and the user's beside it (JSON lines)."""
+        if self.user_ids is None:
+            return {"id": int(example_id)}
+        return {"id": int(example_id), "user_id": self.user_ids[int(example_id)]}
 
     def encode(self, line: str) -> torch.Tensor:
         """As fairseq-interactive: tokenizer, BPE, source dictionary; ``--truncate-source``."""
@@ -168,7 +188,7 @@ class Generation:
             score = (hypo["score"] / math.log(2)).item()  # base 2, as fairseq-generate prints it
             out.append({"text": self.decode(text), "tokens": hypo["tokens"].tolist(),
                         "score": score})  # fmt: skip
-        return dumps({"id": int(example_id), "hypotheses": out})
+        return dumps({**self.head(example_id), "hypotheses": out})
 
     # -- batches -------------------------------------------------------------------------------
 
