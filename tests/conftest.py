@@ -8,14 +8,19 @@ each test that runs a real CLI elsewhere is also ``slow``: ``pytest -m "not slow
 loop.
 """
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# Every reorder of every run in the tests (subprocesses included) is checked against the layout
+# of fairseq's generators that EL's caches assume (fairseq_el/attention/cache.py CHECK_ORDERS).
+os.environ.setdefault("FAIRSEQ_EL_CHECK_ORDERS", "1")
 
-from fairseq_el.testing import build_translation_model, make_dictionary, tiny_args
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-from helpers import make_batch, train_step
+from fairseq_el.testing import build_translation_model, make_dictionary, tiny_args  # noqa: E402
+
+from helpers import make_batch, train_step  # noqa: E402
 
 # Tiny models: one thread is faster than two (no OpenMP hand-offs) and steadier on a busy machine.
 torch.set_num_threads(1)

@@ -5,8 +5,12 @@ signature and falls back to the stock forward for any call it does not change (t
 extra key slots, ...). This base class holds the signature and the fallback; a variant overrides
 :meth:`AttentionBase.attend`, which receives the call as one :class:`AttentionCall` and hands a
 call it does not change to ``super().attend(call)``. Variants combine through the MRO (grouped-query
-encoder-decoder attention computed with EL is ``class X(ELMultiheadAttention,
+encoder-decoder attention computed with EL is ``ELGroupedCrossAttention(ELCrossAttention,
 GroupedQueryAttention)``); the chain ends in fairseq's own forward.
+
+One rule says which modules keep their incremental state as a
+:class:`~fairseq_el.attention.cache.DecodingCache` (written in place, reordered by ancestry):
+self-attention built with ``in_place_cache=True`` and without extra key slots or xformers.
 """
 
 from typing import Dict, NamedTuple, Optional, Tuple
@@ -41,9 +45,21 @@ class AttentionCall(NamedTuple):
 
 
 class AttentionBase(MultiheadAttention):
-    """``MultiheadAttention`` with the stock forward as the fallback of every variant."""
+    """``MultiheadAttention`` with the stock forward as the fallback of every variant.
 
-    caches_in_place = False  # True where a variant keeps its incremental state as a DecodingCache
+    ``in_place_cache``: incremental self-attention keeps a :class:`DecodingCache` (the one rule:
+    only for self-attention without ``bias_k``/``add_zero_attn`` or xformers).
+    """
+
+    def __init__(self, *args, in_place_cache: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_place_cache = (
+            in_place_cache
+            and self.self_attention
+            and self.bias_k is None
+            and not self.add_zero_attn
+            and not self.use_xformers
+        )
 
     def forward(
         self,
@@ -68,11 +84,11 @@ class AttentionBase(MultiheadAttention):
         self, incremental_state: IncrementalState, new_order: Tensor
     ) -> IncrementalState:
         """A :class:`DecodingCache` reorders by ancestry (nothing moves); stock otherwise."""
-        if not self.caches_in_place:
+        if not self.in_place_cache:
             return super().reorder_incremental_state(incremental_state, new_order)
-        buffer = self._get_input_buffer(incremental_state)
-        DecodingCache(buffer).reorder(new_order)
-        return self._set_input_buffer(incremental_state, buffer)
+        assert incremental_state is not None
+        DecodingCache.of(self, incremental_state).reorder(new_order)
+        return incremental_state
 
     def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
         """Attention for ``call``: here, fairseq's own ``MultiheadAttention.forward``."""

@@ -5,11 +5,13 @@ from typing import Optional, Tuple
 from torch import Tensor
 
 from fairseq_el.attention.base import AttentionBase, AttentionCall, IncrementalState
+from fairseq_el.attention.cache import hypotheses
+from fairseq_el.attention.grouped import GroupedQueryAttention
 from fairseq_el.attention.math import el_attention
 from fairseq_el.attention.policy import ELPolicy
 
 
-class ELMultiheadAttention(AttentionBase):
+class ELCrossAttention(AttentionBase):
     """Encoder-decoder attention that never projects or caches the encoder output.
 
     Parameters and their names are the stock ones (``q_proj``, ``k_proj``, ``v_proj``,
@@ -20,8 +22,9 @@ class ELMultiheadAttention(AttentionBase):
     layer and run, a projection cached once per sentence instead (stock math, as fairseq's BART).
     """
 
-    policy: ELPolicy = ELPolicy("el")
-    _group: int = 1  # hypotheses per sentence in the last cached-projection call
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = ELPolicy("el")  # the decoder's shared policy replaces it (set_policy)
 
     def set_policy(self, policy: ELPolicy) -> None:
         self.policy = policy
@@ -35,7 +38,6 @@ class ELMultiheadAttention(AttentionBase):
         if call.incremental_state is not None and self._use_cached(
             call.incremental_state, query, key
         ):
-            self._group = query.size(1) // key.size(1)
             return super().attend(call._replace(static_kv=True))
         return self._el_forward(call)
 
@@ -63,16 +65,20 @@ class ELMultiheadAttention(AttentionBase):
     def reorder_incremental_state(
         self, incremental_state: IncrementalState, new_order: Tensor
     ) -> IncrementalState:
-        """Nothing to reorder after EL; a cached projection follows the sentences, not beams."""
+        """Nothing to reorder after EL; a cached projection (B, ...) follows the sentences, not
+        the hypotheses: it is index-selected only when sentences leave. The run's ``k``
+        hypotheses per sentence come from the incremental state (fairseq's layout)."""
         buffer = self._get_input_buffer(incremental_state)
         if not buffer:
             return incremental_state
-        if buffer["prev_key"].size(0) * self._group == new_order.numel():
-            return incremental_state  # the same sentences: beams share their sentence's cache
-        sentences = new_order.view(-1, self._group)[:, 0] // self._group  # (live B,)
+        hyps = hypotheses(incremental_state)
+        assert hyps is not None, "the decoder records the hypotheses per sentence of a run"
+        if buffer["prev_key"].size(0) * hyps == new_order.numel():
+            return incremental_state  # the same sentences: hypotheses share their sentence's
+        kept = new_order.view(-1, hyps)[:, 0] // hyps  # (B',) sentences kept, in order
         for name, tensor in buffer.items():
             if tensor is not None:
-                buffer[name] = tensor.index_select(0, sentences)
+                buffer[name] = tensor.index_select(0, kept)
         return self._set_input_buffer(incremental_state, buffer)
 
     def _el_forward(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
@@ -84,15 +90,15 @@ class ELMultiheadAttention(AttentionBase):
             raise ValueError(
                 f"EL attention: query batch {bsz} is not a multiple of the encoder batch {kv_bsz}"
             )
-        group = bsz // kv_bsz  # hypotheses per sentence
+        hyps = bsz // kv_bsz  # k hypotheses per sentence
         value = key if call.value is None else call.value
         if key_padding_mask is not None and key_padding_mask.size(0) != kv_bsz:
-            key_padding_mask = key_padding_mask.view(kv_bsz, group, src_len)[:, 0]  # (B, S)
+            key_padding_mask = key_padding_mask.view(kv_bsz, hyps, src_len)[:, 0]  # (B, S)
 
-        q = self.q_proj(query) * self.scaling  # (T, B*g, E)
-        q = q.view(tgt_len, kv_bsz, group, self.num_heads, self.head_dim)
-        q = q.permute(1, 2, 0, 3, 4).reshape(kv_bsz, group * tgt_len, self.num_heads, -1)
-        # q: (B, g*T, H, D)
+        q = self.q_proj(query) * self.scaling  # (t, B*k, E)
+        q = q.view(tgt_len, kv_bsz, hyps, self.num_heads, self.head_dim)
+        q = q.permute(1, 2, 0, 3, 4).reshape(kv_bsz, hyps * tgt_len, self.num_heads, -1)
+        # q: (B, k*t, H, D)
         ctx, probs = el_attention(
             q,
             key.transpose(0, 1),  # (B, S, Ck)
@@ -102,15 +108,30 @@ class ELMultiheadAttention(AttentionBase):
             self.v_proj.bias,
             key_padding_mask,
             self.dropout_module,
-        )  # ctx: (B, g*T, H, D); probs: (B, g*T, H, S)
-        ctx = ctx.reshape(kv_bsz, group, tgt_len, embed_dim).permute(2, 0, 1, 3)  # (T, B, g, E)
-        attn = self.out_proj(ctx.reshape(tgt_len, bsz, embed_dim))  # (T, B*g, E)
+        )  # ctx: (B, k*t, H, D); probs: (B, k*t, H, S)
+        ctx = ctx.reshape(kv_bsz, hyps, tgt_len, embed_dim).permute(2, 0, 1, 3)  # (t, B, k, E)
+        attn = self.out_proj(ctx.reshape(tgt_len, bsz, embed_dim))  # (t, B*k, E)
 
         weights: Optional[Tensor] = None
         if call.returns_weights:
-            weights = probs.view(kv_bsz, group, tgt_len, self.num_heads, src_len)
+            weights = probs.view(kv_bsz, hyps, tgt_len, self.num_heads, src_len)
             weights = weights.permute(3, 0, 1, 2, 4).reshape(self.num_heads, bsz, tgt_len, -1)
-            # weights: (H, B*g, T, S)
+            # weights: (H, B*k, t, S)
             if not call.need_head_weights:
-                weights = weights.mean(dim=0)  # (B*g, T, S)
+                weights = weights.mean(dim=0)  # (B*k, t, S)
         return attn, weights
+
+
+ELMultiheadAttention = ELCrossAttention  # the name of releases up to 0.2.0
+
+
+class ELGroupedCrossAttention(ELCrossAttention, GroupedQueryAttention):
+    """Grouped-query encoder-decoder attention computed with EL (the identity holds per group).
+
+    Method order (MRO): ``ELCrossAttention.attend`` runs EL; a call EL does not change, or a
+    projection the policy caches, goes on to ``GroupedQueryAttention.attend`` (``N`` key/value
+    heads), then to the stock forward.
+    """
+
+
+ELGroupedQueryAttention = ELGroupedCrossAttention  # its name (in models/decoder.py) up to 0.2.0

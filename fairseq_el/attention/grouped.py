@@ -9,25 +9,24 @@ per position instead of ``H``: that cache is what makes decoding memory-bound, a
 
 from typing import Optional, Tuple
 
-import torch
-from fairseq.modules import MultiheadAttention
 from fairseq.modules.quant_noise import quant_noise
 from torch import Tensor, nn
 
-from fairseq_el.attention.base import AttentionBase, AttentionCall, IncrementalState
+from fairseq_el.attention.base import AttentionBase, AttentionCall
 from fairseq_el.attention.cache import DecodingCache
-from fairseq_el.attention.math import ancestral_attention, attention_weights
+from fairseq_el.attention.math import kv_attention
 
 
 class GroupedQueryAttention(AttentionBase):
     """``MultiheadAttention`` whose keys and values have ``kv_heads`` heads.
 
     Parameter names are the stock ones; ``k_proj`` and ``v_proj`` map to ``kv_heads * head_dim``.
-    With ``kv_heads == num_heads`` the module *is* the stock one: same parameters, same
-    initialisation from the same seed, and the stock forward. With ``kv_heads < num_heads``,
-    incremental self-attention keeps ``prev_key``/``prev_value`` of shape (batch, kv_heads, time,
-    head_dim) in a :class:`~fairseq_el.attention.cache.DecodingCache`: written in place, reordered
-    by ancestry, read by :func:`~fairseq_el.attention.math.ancestral_attention`.
+    With ``kv_heads == num_heads`` the module has the stock parameters, initialisation (same seed)
+    and math. Incremental self-attention keeps ``prev_key``/``prev_value`` of shape (R, N, T, D)
+    in a :class:`~fairseq_el.attention.cache.DecodingCache` (``in_place_cache``, the default):
+    written in place, reordered by ancestry, read by
+    :func:`~fairseq_el.attention.math.kv_attention`. Encoder-decoder calls with an incremental
+    state project the encoder output once per run (``static_kv``) and read that projection after.
     """
 
     def __init__(
@@ -43,6 +42,7 @@ class GroupedQueryAttention(AttentionBase):
         encoder_decoder_attention: bool = False,
         q_noise: float = 0.0,
         qn_block_size: int = 8,
+        in_place_cache: bool = True,
     ):
         if kv_heads < 1 or num_heads % kv_heads != 0:
             raise ValueError(
@@ -52,10 +52,15 @@ class GroupedQueryAttention(AttentionBase):
         super().__init__(
             embed_dim, num_heads, kdim=kdim, vdim=vdim, dropout=dropout, bias=bias,
             self_attention=self_attention, encoder_decoder_attention=encoder_decoder_attention,
-            q_noise=q_noise, qn_block_size=qn_block_size,
+            q_noise=q_noise, qn_block_size=qn_block_size, in_place_cache=in_place_cache,
         )  # fmt: skip
         self.kv_heads = kv_heads
         if kv_heads != num_heads:
+            if self_attention and not self.in_place_cache:
+                raise ValueError(
+                    "grouped-query self-attention keeps its incremental keys and values in a "
+                    "DecodingCache: build it with in_place_cache=True"
+                )
             kv_dim = kv_heads * self.head_dim
             self.k_proj = quant_noise(
                 nn.Linear(self.kdim, kv_dim, bias=bias), q_noise, qn_block_size
@@ -66,7 +71,7 @@ class GroupedQueryAttention(AttentionBase):
             self.reset_parameters()
 
     def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
-        if self.caches_in_place and call.incremental_state is not None and not call.before_softmax:
+        if self.in_place_cache and call.incremental_state is not None and not call.before_softmax:
             return self._cached_self_attention(call)
         if self.kv_heads == self.num_heads:
             return super().attend(call)
@@ -75,171 +80,81 @@ class GroupedQueryAttention(AttentionBase):
                 "grouped-query attention does not return pre-softmax scores (before_softmax): "
                 "its values have kv_heads heads, not the num_heads callers of it expect"
             )
-        k, v, key_padding_mask = self._keys_values(
-            call.query,
-            call.key,
-            call.value,
-            call.key_padding_mask,
-            call.incremental_state,
-            call.static_kv,
-        )  # k, v: (Bk, N, S, D)
-        return self._attend(
-            call.query, k, v, key_padding_mask, call.attn_mask, call.returns_weights,
-            call.need_head_weights,
-        )  # fmt: skip
-
-    @property
-    def caches_in_place(self) -> bool:
-        """Whether incremental self-attention keeps its keys and values in a
-        :class:`~fairseq_el.attention.cache.DecodingCache` (N < H here; with all heads this is
-        the stock module, stock cache included)."""
-        return self.self_attention and self.kv_heads != self.num_heads and not self.use_xformers
+        if call.attn_mask is not None and call.attn_mask.dim() != 2:
+            raise ValueError(
+                f"attn_mask must be (tgt_len, src_len), got {tuple(call.attn_mask.shape)}"
+            )
+        k, v, key_padding_mask = self._keys_values(call)  # k, v: (Bk, N, S, D)
+        return self._attend(call, k, v, None, key_padding_mask)
 
     def _cached_self_attention(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
         """Incremental self-attention over keys and values written in place, read by ancestry."""
         query = call.query
-        tgt_len, bsz, embed_dim = query.size()
+        tgt_len, bsz, _ = query.size()
         assert call.incremental_state is not None
         shape = (tgt_len, bsz, self.kv_heads, self.head_dim)
-        k = self.k_proj(query).view(shape).permute(1, 2, 0, 3)  # (N, K, t, D)
-        v = self.v_proj(query).view(shape).permute(1, 2, 0, 3)  # (N, K, t, D)
-        cache = DecodingCache(self._get_input_buffer(call.incremental_state))
+        k = self.k_proj(query).view(shape).permute(1, 2, 0, 3)  # (R, N, t, D)
+        v = self.v_proj(query).view(shape).permute(1, 2, 0, 3)  # (R, N, t, D)
+        cache = DecodingCache.of(self, call.incremental_state)
         slots = cache.append({"prev_key": k, "prev_value": v}, call.key_padding_mask)
-        self._set_input_buffer(call.incremental_state, cache.buffer)
+        return self._attend(
+            call, slots["prev_key"], slots["prev_value"], cache.ancestry(), cache.padding()
+        )
 
-        group = self.num_heads // self.kv_heads  # query heads per key/value head
-        q = self.q_proj(query) * self.scaling  # (t, N, H*D)
-        q = q.view(tgt_len, bsz, self.kv_heads, group, self.head_dim)  # (t, N, K, G, D)
-        q = q.permute(1, 2, 3, 0, 4).reshape(bsz, self.kv_heads, group * tgt_len, -1)
-        # q: (N, K, G*t, D)
-        attn_mask = None if call.attn_mask is None else call.attn_mask.repeat(group, 1)
-        # attn_mask: (G*t, T)
-        ctx, probs = ancestral_attention(
-            q, slots["prev_key"], slots["prev_value"], cache.ancestry(), cache.padding(),
-            attn_mask, self.dropout_module,
-        )  # fmt: skip
-        # ctx: (N, K, G*t, D); probs: (N, K, G*t, T)
-        ctx = ctx.view(bsz, self.kv_heads, group, tgt_len, self.head_dim)  # (N, K, G, t, D)
-        attn = self.out_proj(ctx.permute(3, 0, 1, 2, 4).reshape(tgt_len, bsz, embed_dim))
-        # attn: (t, N, E)
-        weights: Optional[Tensor] = None
-        if call.returns_weights:
-            weights = probs.view(bsz, self.num_heads, tgt_len, -1).transpose(0, 1)  # (H, N, t, T)
-            if not call.need_head_weights:
-                weights = weights.mean(dim=0)  # (N, t, T)
-        return attn, weights
-
-    def _keys_values(
-        self,
-        query: Tensor,
-        key: Optional[Tensor],
-        value: Optional[Tensor],
-        key_padding_mask: Optional[Tensor],
-        incremental_state: IncrementalState,
-        static_kv: bool,
-    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-        """Project (or read from the cache) the keys and values, as stock attention does."""
-        saved_state = None
-        if incremental_state is not None:
-            saved_state = self._get_input_buffer(incremental_state)
-            if static_kv and "prev_key" in saved_state:
-                key = value = None  # the encoder-side keys/values are cached
+    def _keys_values(self, call: AttentionCall) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Project the keys and values, (Bk, N, S, D) each, as stock attention does; with an
+        incremental state (encoder-decoder, ``static_kv``) once per run, read back after."""
+        saved = None
+        if call.incremental_state is not None:
+            saved = self._get_input_buffer(call.incremental_state)
+            if "prev_key" in saved:
+                k, v = saved["prev_key"], saved["prev_value"]
+                assert k is not None and v is not None
+                return k, v, saved.get("prev_key_padding_mask")
+        key, value = call.key, call.value
         if self.self_attention:
-            key = value = query
-        elif self.encoder_decoder_attention and key is not None:
+            key = value = call.query
+        elif self.encoder_decoder_attention:
             value = key  # stock projects the values from `key` too
-            bsz = query.size(1)
-            if self.beam_size > 1 and bsz == key.size(1):
-                key = value = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0]
-                # key: (S, B/beam, C)
-                if key_padding_mask is not None:
-                    kpm = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))
-                    key_padding_mask = kpm[:, 0]  # (B/beam, S)
-
-        k: Optional[Tensor] = None
-        v: Optional[Tensor] = None
-        if key is not None:
-            assert value is not None
-            src_len, kv_bsz, _ = key.size()
-            k = self.k_proj(key).view(src_len, kv_bsz, self.kv_heads, self.head_dim)  # (S,Bk,N,D)
-            k = k.permute(1, 2, 0, 3)  # (Bk, N, S, D)
-            v = self.v_proj(value).view(src_len, kv_bsz, self.kv_heads, self.head_dim)
-            v = v.permute(1, 2, 0, 3)  # (Bk, N, S, D)
-
-        if saved_state is not None:
-            if "prev_key" in saved_state:
-                prev_key, prev_value = saved_state["prev_key"], saved_state["prev_value"]
-                assert prev_key is not None and prev_value is not None  # (Bk, N, S', D) each
-                if static_kv:
-                    k, v = prev_key, prev_value
-                else:
-                    assert k is not None and v is not None
-                    k = torch.cat([prev_key, k], dim=2)  # (Bk, N, S'+S, D)
-                    v = torch.cat([prev_value, v], dim=2)  # (Bk, N, S'+S, D)
-            assert k is not None and v is not None
-            key_padding_mask = MultiheadAttention._append_prev_key_padding_mask(
-                key_padding_mask=key_padding_mask,
-                prev_key_padding_mask=saved_state.get("prev_key_padding_mask"),
-                batch_size=k.size(0),
-                src_len=k.size(2),
-                static_kv=static_kv,
-            )  # (Bk, S) or None
-            saved_state["prev_key"] = k
-            saved_state["prev_value"] = v
-            saved_state["prev_key_padding_mask"] = key_padding_mask
-            self._set_input_buffer(incremental_state, saved_state)
-        assert k is not None and v is not None
-        return k, v, key_padding_mask
+        assert key is not None and value is not None
+        src_len, kv_bsz, _ = key.size()
+        shape = (src_len, kv_bsz, self.kv_heads, self.head_dim)
+        k = self.k_proj(key).view(shape).permute(1, 2, 0, 3)  # (Bk, N, S, D)
+        v = self.v_proj(value).view(shape).permute(1, 2, 0, 3)  # (Bk, N, S, D)
+        if saved is not None:
+            saved["prev_key"], saved["prev_value"] = k, v
+            saved["prev_key_padding_mask"] = call.key_padding_mask
+            self._set_input_buffer(call.incremental_state, saved)
+        return k, v, call.key_padding_mask
 
     def _attend(
         self,
-        query: Tensor,
+        call: AttentionCall,
         k: Tensor,
         v: Tensor,
-        key_padding_mask: Optional[Tensor],
-        attn_mask: Optional[Tensor],
-        need_weights: bool,
-        need_head_weights: bool,
+        ancestry: Optional[Tensor],
+        padding: Optional[Tensor],
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """Each group of H/N query heads attends with its key/value head.
-
-        The query batch may be x times the key batch (beam hypotheses of a sentence contiguous,
-        against encoder keys kept once per sentence), as in stock attention.
-        """
+        """Each group of g = H/N query heads attends with its key/value head (math in
+        :func:`~fairseq_el.attention.math.kv_attention`); k, v: (R', N, T, D), the query batch a
+        multiple of R' (hypotheses of a sentence contiguous) or, with ancestry, cache slots."""
+        query = call.query
         tgt_len, bsz, embed_dim = query.size()
-        kv_bsz, num_kv, src_len, head_dim = k.size()
-        if bsz % kv_bsz != 0:
-            raise ValueError(f"query batch {bsz} is not a multiple of the key batch {kv_bsz}")
-        group = self.num_heads // num_kv  # query heads per key/value head
-        x = bsz // kv_bsz  # query rows per key row
-
-        q = self.q_proj(query) * self.scaling  # (T, B, H*D)
-        q = q.view(tgt_len, kv_bsz, x, num_kv, group, head_dim)  # (T, Bk, x, N, G, D)
-        q = q.permute(1, 3, 2, 4, 0, 5).reshape(kv_bsz, num_kv, x * group * tgt_len, head_dim)
-        # q: (Bk, N, x*G*T, D)
-        scores = torch.matmul(q, k.transpose(2, 3))  # (Bk, N, x*G*T, S)
-        scores = scores.view(kv_bsz, num_kv, x, group, tgt_len, src_len)  # (Bk, N, x, G, T, S)
-        if attn_mask is not None:
-            if attn_mask.dim() != 2:
-                raise ValueError(
-                    f"attn_mask must be (tgt_len, src_len), got {tuple(attn_mask.shape)}"
-                )
-            scores = scores + attn_mask  # (T, S) broadcast
-        padding = None
-        if key_padding_mask is not None:
-            padding = key_padding_mask.view(kv_bsz, 1, 1, 1, 1, src_len)  # (Bk, 1, 1, 1, 1, S)
-        probs_float, probs = attention_weights(scores, padding, self.dropout_module)
-        # probs: (Bk, N, x, G, T, S)
-
-        ctx = torch.matmul(probs.view(kv_bsz, num_kv, -1, src_len), v)  # (Bk, N, x*G*T, D)
-        ctx = ctx.view(kv_bsz, num_kv, x, group, tgt_len, head_dim)  # (Bk, N, x, G, T, D)
-        ctx = ctx.permute(4, 0, 2, 1, 3, 5).reshape(tgt_len, bsz, embed_dim)  # (T, B, H*D)
-        attn = self.out_proj(ctx)  # (T, B, E)
-
+        per_kv = self.num_heads // self.kv_heads  # g
+        q = self.q_proj(query) * self.scaling  # (t, R, H*D)
+        q = q.view(tgt_len, bsz, self.kv_heads, per_kv, self.head_dim)  # (t, R, N, g, D)
+        q = q.permute(1, 2, 3, 0, 4).reshape(bsz, self.kv_heads, per_kv * tgt_len, -1)
+        # q: (R, N, g*t, D)
+        attn_mask = None if call.attn_mask is None else call.attn_mask.repeat(per_kv, 1)
+        # attn_mask: (g*t, T)
+        ctx, probs, _ = kv_attention(q, k, v, ancestry, padding, attn_mask, self.dropout_module)
+        # ctx: (R, N, g*t, D); probs: (R, N, g*t, T)
+        ctx = ctx.view(bsz, self.kv_heads, per_kv, tgt_len, self.head_dim)  # (R, N, g, t, D)
+        attn = self.out_proj(ctx.permute(3, 0, 1, 2, 4).reshape(tgt_len, bsz, embed_dim))
+        # attn: (t, R, E)
         weights: Optional[Tensor] = None
-        if need_weights:
-            weights = probs_float.permute(1, 3, 0, 2, 4, 5)  # (N, G, Bk, x, T, S)
-            weights = weights.reshape(self.num_heads, bsz, tgt_len, src_len)  # (H, B, T, S)
-            if not need_head_weights:
-                weights = weights.mean(dim=0)  # (B, T, S)
+        if call.returns_weights:
+            weights = probs.view(bsz, self.num_heads, tgt_len, -1).transpose(0, 1)  # (H, R, t, T)
+            if not call.need_head_weights:
+                weights = weights.mean(dim=0)  # (R, t, T)
         return attn, weights

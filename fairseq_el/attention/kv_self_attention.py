@@ -13,7 +13,3 @@ class KVSelfAttention(GroupedQueryAttention):
 
     def __init__(self, embed_dim: int, num_heads: int, **kwargs) -> None:
         super().__init__(embed_dim, num_heads, num_heads, **kwargs)
-
-    @property
-    def caches_in_place(self) -> bool:
-        return self.self_attention and not self.use_xformers

@@ -1,23 +1,26 @@
 """Decoder layer and decoder that build EL attention through fairseq's factory hooks."""
 
-from typing import Optional
+from typing import Dict, List, Optional
 
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerDecoderBase
 from fairseq.modules import MultiheadAttention
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
+from torch import Tensor
 
-from fairseq_el.attention.cross import ELMultiheadAttention
+from fairseq_el.attention.base import IncrementalState
+from fairseq_el.attention.cache import hypotheses, set_hypotheses
+from fairseq_el.attention.cross import (
+    ELCrossAttention,
+    ELGroupedCrossAttention,
+    ELGroupedQueryAttention,  # noqa: F401 (its former home)
+)
 from fairseq_el.attention.grouped import GroupedQueryAttention
 from fairseq_el.attention.kv_self_attention import KVSelfAttention
 from fairseq_el.attention.policy import ELPolicy
 from fairseq_el.attention.self_attention import ELSelfAttention
 from fairseq_el.models.options import ELOptions
-
-
-class ELGroupedQueryAttention(ELMultiheadAttention, GroupedQueryAttention):
-    """Grouped-query encoder-decoder attention computed with EL (the identity holds per group)."""
 
 
 class ELDecoderLayer(TransformerDecoderLayerBase):
@@ -60,7 +63,7 @@ class ELDecoderLayer(TransformerDecoderLayerBase):
             )
         return KVSelfAttention(embed_dim, heads, **common)
 
-    def build_encoder_attention(self, embed_dim, cfg) -> ELMultiheadAttention:
+    def build_encoder_attention(self, embed_dim, cfg) -> ELCrossAttention:
         common = dict(
             kdim=cfg.encoder.embed_dim,
             vdim=cfg.encoder.embed_dim,
@@ -71,11 +74,11 @@ class ELDecoderLayer(TransformerDecoderLayerBase):
         )
         heads = cfg.decoder.attention_heads
         if self.el_options.kv_heads is not None:
-            attention = ELGroupedQueryAttention(
+            attention = ELGroupedCrossAttention(
                 embed_dim, heads, self.el_options.kv_heads, **common
             )
         else:
-            attention = ELMultiheadAttention(
+            attention = ELCrossAttention(
                 embed_dim, heads, xformers_att_config=cfg.encoder.xformers_att_config, **common
             )
         attention.set_policy(self.el_policy)
@@ -100,10 +103,29 @@ class ELTransformerDecoder(TransformerDecoderBase):
                 "concatenates the encoder output to every hypothesis, which EL keeps per sentence"
             )
         self.el_options = el_options or ELOptions()  # read by build_decoder_layer (base __init__)
-        self.el_policy = ELPolicy.from_options(
-            self.el_options
-        )  # one per decoder, shared by its layers
+        self.el_policy = ELPolicy.from_options(self.el_options)  # shared by the layers
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
+
+    def extract_features(
+        self,
+        prev_output_tokens: Tensor,
+        encoder_out: Optional[Dict[str, List[Tensor]]] = None,
+        incremental_state: IncrementalState = None,
+        full_context_alignment: bool = False,
+        alignment_layer: Optional[int] = None,
+        alignment_heads: Optional[int] = None,
+    ):
+        """The stock method; at a run's first incremental step it records the hypotheses per
+        sentence (rows / encoder sentences, from shapes) for the caches of the run."""
+        if incremental_state is not None and hypotheses(incremental_state) is None:
+            sentences = _sentences(encoder_out)
+            rows = prev_output_tokens.size(0)
+            if sentences and rows % sentences == 0:
+                set_hypotheses(incremental_state, rows // sentences)
+        return super().extract_features(
+            prev_output_tokens, encoder_out, incremental_state, full_context_alignment,
+            alignment_layer, alignment_heads,
+        )  # fmt: skip
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         layer = ELDecoderLayer(
@@ -114,3 +136,10 @@ class ELTransformerDecoder(TransformerDecoderBase):
             layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
         min_params_to_wrap = cfg.min_params_to_wrap if not cfg.checkpoint_activations else 0
         return fsdp_wrap(layer, min_num_params=min_params_to_wrap)
+
+
+def _sentences(encoder_out: Optional[Dict[str, List[Tensor]]]) -> int:
+    """Sentences in an EL encoder output (kept once per sentence); 0 without one."""
+    if not encoder_out or len(encoder_out.get("encoder_out", [])) == 0:
+        return 0
+    return encoder_out["encoder_out"][0].size(1)  # (S, B, C)

@@ -1,10 +1,12 @@
 """An encoder whose output stays at one row per sentence while generators work per hypothesis."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from fairseq.models.transformer import TransformerEncoderBase
 from torch import Tensor
+
+from fairseq_el.attention import cache
 
 # Encoder-output key holding, for every hypothesis row the generator works with, the index of its
 # sentence in the (compact) encoder output. Absent until the first reorder: rows are sentences.
@@ -17,9 +19,10 @@ class ELTransformerEncoder(TransformerEncoderBase):
     fairseq's generators expand the encoder output to one row per hypothesis and reorder it at
     every step. Here the output is kept once per sentence: a reorder only maps hypothesis rows to
     sentences, and the sentence tensors are index-selected only when the set of sentences changes
-    (finished sentences leave the batch). Rows must stay grouped by sentence, in equal numbers, as
-    fairseq's generators keep them; any other order expands the output to one row per hypothesis,
-    which is still exact.
+    (finished sentences leave the batch). It reads nothing on the host: the layout is fairseq's
+    generators' (the first reorder expands each sentence to k contiguous rows, later ones keep
+    blocks of k rows within a sentence and drop sentences in order), told by the shapes alone and
+    checked in debug mode (:data:`~fairseq_el.attention.cache.CHECK_ORDERS`).
 
     With ``sentences_per_pass`` set (``--el-encoder-batch``), the batch is encoded in sub-batches
     of that many sentences: each sentence is encoded on its own anyway (same padded length, same
@@ -50,23 +53,26 @@ class ELTransformerEncoder(TransformerEncoderBase):
     def reorder_encoder_out(
         self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor
     ) -> Dict[str, List[Tensor]]:
-        num_sentences = _num_sentences(encoder_out)
-        rows = encoder_out.get(ROW_SENTENCE, [])
-        row_sentence = (
-            rows[0] if len(rows) > 0 else torch.arange(num_sentences, device=new_order.device)
-        )
-        wanted = row_sentence.index_select(0, new_order)  # (N,) sentence of every new row
-        kept, row_to_kept = _sentences_in_blocks(wanted, row_sentence.numel(), num_sentences)
-        if kept.numel() == num_sentences and bool(
-            (kept == torch.arange(num_sentences, device=kept.device)).all()
-        ):
+        sentences = _num_sentences(encoder_out)
+        row_sentence = encoder_out.get(ROW_SENTENCE, [])
+        old_hyps = row_sentence[0].numel() // sentences if len(row_sentence) > 0 else 1
+        # the first reorder expands each sentence to its k hypothesis rows; k stays for the run
+        hyps = new_order.numel() // sentences if len(row_sentence) == 0 else old_hyps
+        if cache.CHECK_ORDERS:
+            cache.check_order(new_order, sentences * old_hyps, old_hyps, hyps)
+        kept = new_order.numel() // hyps  # sentences that stay
+        if kept == sentences:  # the same sentences (they only leave, in order)
             reordered = dict(encoder_out)
         else:
-            reordered = super().reorder_encoder_out(encoder_out, kept)
+            kept_sentences = new_order.view(kept, hyps)[:, 0] // old_hyps  # (B',)
+            reordered = super().reorder_encoder_out(encoder_out, kept_sentences)
         # The scaled source embeddings: as large as the encoder output, and no decoder here ever
         # reads them during generation. Held for the whole run, they would double EL's state.
         reordered["encoder_embedding"] = []
-        reordered[ROW_SENTENCE] = [row_to_kept]
+        if kept != sentences or len(row_sentence) == 0:
+            rows = torch.arange(kept, device=new_order.device)  # (B',)
+            row_sentence = [rows[:, None].expand(-1, hyps).reshape(-1)]  # (R,)
+        reordered[ROW_SENTENCE] = row_sentence
         return reordered
 
 
@@ -80,34 +86,3 @@ def _num_sentences(encoder_out: Dict[str, List[Tensor]]) -> int:
     if len(encoder_out["encoder_out"]) > 0:
         return encoder_out["encoder_out"][0].size(1)  # (S, B, C)
     return encoder_out["src_tokens"][0].size(0)  # (B, S)
-
-
-def _sentences_in_blocks(wanted: Tensor, rows: int, num_sentences: int) -> Tuple[Tensor, Tensor]:
-    """The sentences kept (sorted) and the kept sentence of every row, when rows come in equal
-    blocks of increasing sentences; else every row its own entry (one row per hypothesis).
-
-    fairseq's generators keep ``rows / sentences`` rows per sentence (the first reorder sets it,
-    sentences then only leave), so one comparison checks that size without ``torch.unique``.
-    """
-    for size in dict.fromkeys((rows // num_sentences, wanted.numel() // num_sentences)):
-        if size < 1 or wanted.numel() % size != 0:
-            continue
-        blocks = wanted.view(-1, size)  # (B', size)
-        kept = blocks[:, 0]  # (B',)
-        if bool((blocks == kept[:, None]).all() and (kept[1:] > kept[:-1]).all()):
-            row_to_kept = torch.arange(kept.numel(), device=kept.device)
-            return kept, row_to_kept.repeat_interleave(size)  # (B',), (N,)
-    kept, row_to_kept = torch.unique(wanted, sorted=True, return_inverse=True)
-    if not _is_grouped(row_to_kept, kept.numel()):
-        kept, row_to_kept = wanted, torch.arange(wanted.numel(), device=wanted.device)
-    return kept, row_to_kept
-
-
-def _is_grouped(row_to_kept: Tensor, num_kept: int) -> bool:
-    """True if rows are [0]*g + [1]*g + ... + [num_kept-1]*g for one g."""
-    num_rows = row_to_kept.numel()
-    if num_rows % num_kept != 0:
-        return False
-    expected = torch.arange(num_kept, device=row_to_kept.device)
-    expected = expected.repeat_interleave(num_rows // num_kept)  # (N,)
-    return bool((row_to_kept == expected).all())

@@ -5,12 +5,14 @@ import pytest
 import torch
 from fairseq.sequence_generator import EnsembleModel
 
+from fairseq_el.attention.cache import RUN, hypotheses
 from fairseq_el.models.encoder import ROW_SENTENCE
-from fairseq_el.testing import build_translation_model
 
 from helpers import (
+    OUTPUT_TOL,
     assert_hypos_equal,
     copy_to,
+    el_twin,
     generate,
     make_batch,
     make_dictionary,
@@ -18,8 +20,6 @@ from helpers import (
     tiny_args,
     to_device,
 )
-
-TOL = 1e-5
 
 
 @pytest.mark.parametrize("arch", ["transformer", "bart_base"])
@@ -47,7 +47,7 @@ def test_incremental_equals_full_forward(arch, beam, device):
     real = prev.ne(dictionary.pad())  # right padding: positions differ there by design
     diff = (full - torch.cat(steps, dim=1))[real].abs().max().item()
     print(f"{arch} beam={beam}: incremental EL vs full stock, max abs diff {diff:.2e}")
-    assert diff <= TOL
+    assert diff <= OUTPUT_TOL
 
 
 @pytest.mark.parametrize(
@@ -100,10 +100,7 @@ def test_no_encoder_decoder_cache_and_one_encoder_row_per_sentence(
     trained_transformer, monkeypatch, device
 ):
     trained, task, dictionary = trained_transformer  # trained: sentences finish at their lengths
-    el, _, _ = build_translation_model(
-        "el_transformer", dictionary, extra=tiny_args(dim=32, heads=4, ffn=64), seed=9
-    )
-    el.load_state_dict(trained.state_dict())
+    el, _, _ = el_twin(trained, "transformer", dictionary, tiny_args(dim=32, heads=4, ffn=64), 9)
     stock, el = copy_to(trained, device), el.to(device)
     sample = to_device(make_batch(dictionary, [2, 8, 5, 6], seed=3), device)
     argv = ["--beam", "4", "--max-len-a", "1.2", "--max-len-b", "3"]
@@ -113,9 +110,10 @@ def test_no_encoder_decoder_cache_and_one_encoder_row_per_sentence(
     seen = state_during_generation(el, task, sample, argv, monkeypatch)
     live_sentences = set()
     for step, (rows, encoder_out, state) in enumerate(seen):
-        cached = {key.split(".")[0] for key, buffer in state.items() if buffer}
+        cached = {key.split(".")[0] for key, buffer in state.items() if buffer and key != RUN}
         assert not cached & enc_attn_ids, "EL must not cache encoder-decoder keys/values"
         assert len(cached) == (len(el.decoder.layers) if step else 0)  # self-attention only
+        assert hypotheses(state) == (4 if step else None)  # recorded by the decoder's first step
         sentences = encoder_out["encoder_out"][0].size(1)  # (S, B, C)
         assert rows == 4 * sentences, f"{rows} hypotheses but {sentences} encoder rows"
         assert encoder_out["encoder_padding_mask"][0].size(0) == sentences
@@ -133,10 +131,8 @@ def test_no_encoder_decoder_cache_and_one_encoder_row_per_sentence(
 @pytest.mark.parametrize("arch", ["transformer", "bart_base"])
 def test_encoder_in_sub_batches_gives_the_same_output(arch, device):
     dictionary = make_dictionary(20)
-    extra = [*tiny_args(dim=16, heads=4), "--el-encoder-batch", "2"]
-    stock, _, task = stock_and_el(arch, dictionary, tiny_args(dim=16, heads=4), seed=4)
-    el, _, _ = build_translation_model("el_" + arch, dictionary, extra=extra)
-    el.load_state_dict(stock.state_dict())
+    extra, el_extra = tiny_args(dim=16, heads=4), ["--el-encoder-batch", "2"]
+    stock, el, task = stock_and_el(arch, dictionary, extra, seed=4, el_extra=el_extra)
     stock, el = stock.to(device), el.to(device)
     assert el.encoder.sentences_per_pass == 2
     sample = to_device(make_batch(dictionary, [6, 3, 8, 2, 5], seed=5), device)
@@ -149,6 +145,6 @@ def test_encoder_in_sub_batches_gives_the_same_output(arch, device):
             if a is None:
                 assert b is None
                 continue
-            assert a.shape == b.shape and (a.float() - b.float()).abs().max() <= TOL, key
+            assert a.shape == b.shape and (a.float() - b.float()).abs().max() <= OUTPUT_TOL, key
     argv = ["--beam", "3", "--max-len-a", "0", "--max-len-b", "8"]
     assert_hypos_equal(generate(task, stock, sample, argv), generate(task, el, sample, argv))

@@ -15,8 +15,9 @@ from torch import Tensor
 from fairseq_el.attention.grouped import GroupedQueryAttention
 from fairseq_el.convert.kv_heads import average_kv_heads, repeat_kv_heads
 
+from helpers import OUTPUT_TOL
+
 EMBED, HEADS, HEAD_DIM, ENC_DIM = 16, 4, 4, 12
-TOL = 1e-5
 GROUPED = [1, 2]  # multi-query and grouped-query with 4 query heads
 
 
@@ -129,7 +130,7 @@ def test_self_attention_matches_stock_and_incremental(kv_heads, device):
     full_causal, _ = gqa(x, x, x, attn_mask=causal)
     d_stock, d_inc = max_diff(full, ref), max_diff(inc, full_causal)
     print(f"kv_heads={kv_heads} self-attn: |gqa-stock|={d_stock:.3g} |incr-full|={d_inc:.3g}")
-    assert d_stock <= TOL and d_inc <= TOL
+    assert d_stock <= OUTPUT_TOL and d_inc <= OUTPUT_TOL
     saved = cache(gqa, state)
     assert saved["prev_key"].shape == (3, kv_heads, 7, HEAD_DIM)
     assert saved["prev_value"].shape == (3, kv_heads, 7, HEAD_DIM)
@@ -152,7 +153,7 @@ def test_encoder_attention_matches_stock_and_incremental(kv_heads, device):
     d_stock, d_w, d_inc = max_diff(full, ref), max_diff(w_g, w_s), max_diff(inc, full)
     print(f"kv_heads={kv_heads} enc-dec: |gqa-stock|={d_stock:.3g} |weights|={d_w:.3g} "
           f"|incr-full|={d_inc:.3g}")  # fmt: skip
-    assert max(d_stock, d_w, d_inc) <= TOL
+    assert max(d_stock, d_w, d_inc) <= OUTPUT_TOL
     assert cache(gqa, state)["prev_key"].shape == (3, kv_heads, 6, HEAD_DIM)
     assert cache(gqa, state)["prev_value"].shape == (3, kv_heads, 6, HEAD_DIM)
 
@@ -167,7 +168,7 @@ def test_encoder_attention_shared_keys_per_sentence(kv_heads):
     rows = torch.arange(2).repeat_interleave(beam)  # sentence of every hypothesis row
     expanded, _ = gqa(x, enc[:, rows], enc[:, rows], key_padding_mask=enc_mask[rows],
                       static_kv=True)  # fmt: skip
-    assert max_diff(shared, expanded) <= TOL
+    assert max_diff(shared, expanded) <= OUTPUT_TOL
 
 
 @pytest.mark.parametrize("kv_heads", GROUPED)
@@ -183,7 +184,7 @@ def test_reorder_incremental_state_follows_beam(kv_heads):
     after = run_incremental(gqa, x[3:], state=state)
     history = torch.cat([x[:3, new_order], x[3:]])  # (T, B*beam, E)
     ref, _ = gqa(history, history, history, attn_mask=causal_mask(6))
-    assert max_diff(after, ref[3:]) <= TOL
+    assert max_diff(after, ref[3:]) <= OUTPUT_TOL
 
     enc_attn = build(kv_heads, encdec=True)
     enc, enc_mask = torch.randn(5, 4, ENC_DIM), padding_mask(4, 5)
@@ -195,7 +196,7 @@ def test_reorder_incremental_state_follows_beam(kv_heads):
     after = run_incremental(enc_attn, x[3:, kept], enc[:, kept], enc_mask[kept], state)
     ref, _ = enc_attn(x[3:, kept], enc[:, kept], enc[:, kept], key_padding_mask=enc_mask[kept],
                       static_kv=True)  # fmt: skip
-    assert max_diff(after, ref) <= TOL
+    assert max_diff(after, ref) <= OUTPUT_TOL
 
 
 def test_before_softmax_rejected():
@@ -250,3 +251,25 @@ def test_average_kv_heads_rejects_bad_input():
         average_kv_heads(grouped, HEADS, 1)  # already grouped: averaging again would be wrong
     with pytest.raises(ValueError, match="no decoder"):
         average_kv_heads({"encoder.layers.0.self_attn.k_proj.weight": torch.zeros(4, 4)}, 4, 1)
+
+
+def test_grouped_cross_attention_method_order():
+    """EL first, then N key/value heads, then the stock forward; the former names still import."""
+    from fairseq.modules import MultiheadAttention
+
+    from fairseq_el.attention.base import AttentionBase
+    from fairseq_el.attention.cross import (
+        ELCrossAttention,
+        ELGroupedCrossAttention,
+        ELGroupedQueryAttention,
+        ELMultiheadAttention,
+    )
+    from fairseq_el.models.decoder import ELGroupedQueryAttention as former_home
+
+    order = ELGroupedCrossAttention.__mro__
+    chain = [ELCrossAttention, GroupedQueryAttention, AttentionBase, MultiheadAttention]
+    assert [order.index(c) for c in chain] == sorted(order.index(c) for c in chain)
+    assert ELMultiheadAttention is ELCrossAttention
+    assert ELGroupedQueryAttention is ELGroupedCrossAttention is former_home
+    module = ELGroupedCrossAttention(8, 4, 2, encoder_decoder_attention=True)
+    assert module.k_proj.out_features == 4 and not module.in_place_cache
