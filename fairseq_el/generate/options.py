@@ -25,6 +25,7 @@ from fairseq_el.usage import UsageError
 PROG = "fairseq-el-generate"
 BATCH_OPTIONS = ("--batch-size", "--max-sentences")
 SAMPLING_SEEDS = ("per-example", "global")
+NO_BPE = "none"  # --bpe none: no BPE on --input, as fairseq-interactive without --bpe
 # What decides the outputs, beside the generation options: a resumed run must agree on these.
 FINGERPRINT = (
     "data", "gen_subset", "source_lang", "target_lang", "task", "path", "model_overrides",
@@ -162,11 +163,27 @@ def _value(argv: Sequence[str], name: str) -> Optional[str]:
     return found
 
 
-def with_shipped_bpe(argv: List[str]) -> List[str]:
-    """``--input`` defaults to ``--bpe gpt2``; GPT-2 BPE reads the shipped files unless told
-    otherwise (fairseq would download the very same files)."""
+def split_bpe_none(argv: Sequence[str]) -> Tuple[List[str], bool]:
+    """Remove ``--bpe none`` (fairseq has no such choice); whether it was there."""
+    out: List[str] = []
+    none = skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--bpe" and i + 1 < len(argv) and argv[i + 1] == NO_BPE:
+            none = skip = True
+        elif arg == f"--bpe={NO_BPE}":
+            none = True
+        else:
+            out.append(arg)
+    return out, none
+
+
+def with_shipped_bpe(argv: List[str], no_bpe: bool = False) -> List[str]:
+    """``--input`` defaults to ``--bpe gpt2`` (not with ``--bpe none``); GPT-2 BPE reads the
+    shipped files unless told otherwise (fairseq would download the very same files)."""
     given = any(a == "--input" or a.startswith("--input=") for a in argv)
-    if given and _value(argv, "--bpe") is None:
+    if given and not no_bpe and _value(argv, "--bpe") is None:
         argv = [*argv, "--bpe", "gpt2"]
     if _value(argv, "--bpe") == "gpt2":
         if _value(argv, "--gpt2-encoder-json") is None:
@@ -180,9 +197,13 @@ def parse(argv: Optional[Sequence[str]] = None, distributed: bool = False) -> ar
     """fairseq's parse (task and architecture arguments included), then our checks; ``--input -``
     is read from standard input into a temporary file (one process only)."""
     argv, auto = split_auto(sys.argv[1:] if argv is None else list(argv))
-    argv = with_shipped_bpe(argv)
+    argv, no_bpe = split_bpe_none(argv)
+    implicit = _value(argv, "--bpe") is None and not no_bpe
+    argv = with_shipped_bpe(argv, no_bpe)
     args = options.parse_args_and_arch(get_parser(), argv)
     args.batch_auto = auto
+    # --input without --bpe: GPT-2 BPE, checked against the dictionary (Generation)
+    args.bpe_implicit = implicit and bool(args.raw_input)
     args.input_name = args.raw_input
     if args.raw_input == "-":
         if distributed:
@@ -231,8 +252,9 @@ def check(args: argparse.Namespace) -> None:
     out = Path(args.output)
     if not out.parent.is_dir():
         raise UsageError(f"--output {out}: folder {out.parent} does not exist")
-    if args.sampling and args.nbest != args.beam:
-        raise UsageError(f"--sampling needs --nbest equal to --beam ({args.nbest} != {args.beam})")
+    if args.nbest > args.beam:
+        raise UsageError(f"--nbest {args.nbest} is more than --beam {args.beam}: fairseq keeps "
+                         "--beam hypotheses")  # fmt: skip
     if args.raw_input and args.prefix_size > 0:
         raise UsageError("--prefix-size reads the targets of binarized data; --input has none")
     if args.batch_auto and args.max_tokens is not None:

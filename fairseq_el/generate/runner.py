@@ -45,6 +45,17 @@ def example_seed(seed: int, example_id: int) -> int:
     return (seed * (1 << 32) + example_id) % (1 << 63)
 
 
+def check_gpt2_dictionary(dictionary: Any) -> None:
+    """``--input`` without ``--bpe`` applies GPT-2 BPE: refuse a dictionary of other symbols
+    (GPT-2 BPE's are its token ids), before a model is loaded."""
+    symbols = dictionary.symbols[dictionary.nspecial :][:200]
+    words = [s for s in symbols if not s.isdigit() and not s.startswith("madeupword")]
+    if symbols and len(words) > len(symbols) // 2:
+        raise UsageError(f"--input: without --bpe the sources get GPT-2 BPE, but the source "
+                         f"dictionary holds other symbols (e.g. {words[0]!r}): pass --bpe none "
+                         "for a word-level model, or the --bpe it was made with")  # fmt: skip
+
+
 @dataclass
 class Stats:
     """One rank's counts, gathered for the summary."""
@@ -102,6 +113,8 @@ class Generation:
             torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         )
         self.task = tasks.setup_task(cfg.task)
+        if getattr(args, "bpe_implicit", False):
+            check_gpt2_dictionary(self.task.source_dictionary)
         self.models, saved = load_models(args, self.task)
         if not args.raw_input:
             self.task.load_dataset(args.gen_subset, task_cfg=saved.task)

@@ -218,7 +218,7 @@ class RawText(Examples):
         empty = [i for i, line in enumerate(self.lines) if not line]
         if empty and not skip_empty:
             shown = ", ".join(str(i + 1) for i in empty[:10]) + (", ..." if len(empty) > 10 else "")
-            raise UsageError(f"--input {name}: {len(empty)} empty sources (line {shown}); remove "
+            raise UsageError(f"--input {name}: {len(empty)} empty lines (line {shown}); remove "
                              "them or pass --skip-empty")  # fmt: skip
         if not self.lines:
             raise UsageError(f"--input {name}: no lines")
