@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint gpu-check
+.PHONY: setup demo test lint gpu-bundle gpu-check
 
 setup: $(VENV)/.installed
 
@@ -20,16 +20,18 @@ test: setup
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-# On a CUDA machine with torch installed and no internet: install fairseq and fairseq-el from a
-# wheel directory prepared beforehand (docs/gpu_check.md), then run the parity tiers on CUDA and
-# a short benchmark; writes gpu-check/gpu_check.{json,md}. GPU_CHECK_ARGS=--smoke: CPU, seconds.
+# The GPU check (docs/gpu_check.md). `make gpu-bundle` (a machine with package access): every
+# wheel the GPU machine needs beyond its own torch and numpy, for PYTHON (default python3.12),
+# into gpu-bundle/ (under 64 MiB). `make gpu-check` (the GPU machine, no internet): installs
+# them into .gpu-site/ beside its torch and numpy, and runs the check into GPU_OUT
+# (gpu_check.{json,md}); GPU_CHECK_ARGS=--smoke: CPU, seconds.
 GPU_PYTHON ?= python3
-WHEELS ?= wheels
-GPU_DEPS := hydra-core==1.3.2 omegaconf==2.3.0 bitarray regex cffi cython packaging sacrebleu \
-	rouge-score PyYAML tqdm pytest
+GPU_BUNDLE ?= gpu-bundle
+GPU_OUT ?= gpu-check
+gpu-bundle:
+	PYTHON="$(PYTHON)" BUNDLE="$(GPU_BUNDLE)" bash scripts/gpu_bundle.sh
 gpu-check:
-	$(GPU_PYTHON) -m pip install --no-index --find-links $(WHEELS) $(GPU_DEPS)
-	$(GPU_PYTHON) -m pip install --no-index --find-links $(WHEELS) --no-deps \
-		fairseq-fixed==0.12.3.1 fairseq-el
-	$(GPU_PYTHON) -c 'from fairseq_el.bench.cli import gpu_check_main; gpu_check_main()' \
-		--out gpu-check $(GPU_CHECK_ARGS)
+	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --upgrade --target .gpu-site \
+		$(GPU_BUNDLE)/*.whl
+	PYTHONPATH="$(CURDIR)/.gpu-site" .gpu-site/bin/fairseq-el-gpu-check --out "$(GPU_OUT)" \
+		$(GPU_CHECK_ARGS)
