@@ -66,8 +66,15 @@ def main(argv: Sequence[str] = ()) -> List[Dict]:
     p.add_argument("--model-option", action="append", default=[], metavar="NAME=VALUE")
     args = p.parse_args(list(argv) or None)
     torch.set_num_threads(args.threads)
-    config = Config(args.shape, args.src_len, args.batch, args.beam, args.steps,
-                    search=args.search, model_options=tuple(args.model_option))  # fmt: skip
+    config = Config(
+        args.shape,
+        args.src_len,
+        args.batch,
+        args.beam,
+        args.steps,
+        search=args.search,
+        model_options=tuple(args.model_option),
+    )
     variants = args.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
@@ -78,8 +85,10 @@ def main(argv: Sequence[str] = ()) -> List[Dict]:
         copies = sum(row["shares"].values())
         detail = " ".join(f"{op[6:]} {share:5.1%}" for op, share in row["shares"].items())
         same = row["tokens"] == rows[0]["tokens"]
-        print(f"{row['variant']:>20}: {row['seconds']:7.2f} s profiled, copies {copies:5.1%} "
-              f"({detail}), tokens identical: {same}")  # fmt: skip
+        print(
+            f"{row['variant']:>20}: {row['seconds']:7.2f} s profiled, copies {copies:5.1%} "
+            f"({detail}), tokens identical: {same}"
+        )
     return rows
 
 

@@ -43,12 +43,22 @@ def hf_bart_config(shape: str):
 
     size = model_size(shape)
     config = import_transformers().BartConfig(
-        vocab_size=SHAPES[shape].vocab, d_model=size.dim, encoder_layers=size.enc_layers,
-        decoder_layers=size.layers, encoder_attention_heads=size.heads,
-        decoder_attention_heads=size.heads, encoder_ffn_dim=size.ffn, decoder_ffn_dim=size.ffn,
-        max_position_embeddings=1024, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        scale_embedding=False, forced_bos_token_id=None, forced_eos_token_id=2,
-    )  # fmt: skip
+        vocab_size=SHAPES[shape].vocab,
+        d_model=size.dim,
+        encoder_layers=size.enc_layers,
+        decoder_layers=size.layers,
+        encoder_attention_heads=size.heads,
+        decoder_attention_heads=size.heads,
+        encoder_ffn_dim=size.ffn,
+        decoder_ffn_dim=size.ffn,
+        max_position_embeddings=1024,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        scale_embedding=False,
+        forced_bos_token_id=None,
+        forced_eos_token_id=2,
+    )
     # CTranslate2's BART loader reads these pre-transformers-5 fields; BART is post-LN.
     config.normalize_before = False
     config.add_final_layer_norm = False
@@ -77,8 +87,11 @@ def prepare(config: Config, folder: str) -> Dict[str, str]:
     torch.manual_seed(config.seed)
     bart = import_transformers().BartForConditionalGeneration
     hf = bart(hf_bart_config(config.shape)).eval()
-    paths = {"hf": os.path.join(folder, "hf"), "fairseq": os.path.join(folder, "fairseq"),
-             "ct2": os.path.join(folder, "ct2")}  # fmt: skip
+    paths = {
+        "hf": os.path.join(folder, "hf"),
+        "fairseq": os.path.join(folder, "fairseq"),
+        "ct2": os.path.join(folder, "ct2"),
+    }
     hf.save_pretrained(paths["hf"])
     converted = convert_bart(hf, make_dictionary(SHAPES[config.shape].vocab - 5))
     converted.save(paths["fairseq"])
@@ -133,23 +146,40 @@ def run_peers(config: Config, names: Sequence[str], args, env: Dict) -> List[Dic
     for row in rows:
         row.pop("scores", None)
         top = [sentence[0][:steps] for sentence in row.pop("tokens")]
-        row.update(kind="peer", config=dataclasses.asdict(on_ckpt), env=env, load=load(),
-                   identical=top == reference)  # fmt: skip
-    print("peers: same seeded Hugging Face BART weights, same sources; 'identical' compares the "
-          f"{steps} forced tokens of the top hypotheses with stock fairseq's")  # fmt: skip
+        row.update(
+            kind="peer",
+            config=dataclasses.asdict(on_ckpt),
+            env=env,
+            load=load(),
+            identical=top == reference,
+        )
+    print(
+        "peers: same seeded Hugging Face BART weights, same sources; 'identical' compares the "
+        f"{steps} forced tokens of the top hypotheses with stock fairseq's"
+    )
     print(run_table(rows))
     return rows
 
 
-def _run_peer_subprocess(config: Config, name: str, paths: Dict[str, str], repeats: int,
-                         threads: int) -> Dict:  # fmt: skip
+def _run_peer_subprocess(
+    config: Config, name: str, paths: Dict[str, str], repeats: int, threads: int
+) -> Dict:
     with tempfile.TemporaryDirectory(prefix="fairseq-el-peer-") as tmp:
         job, out = os.path.join(tmp, "job.json"), os.path.join(tmp, "out.json")
         with open(job, "w", encoding="utf-8") as f:
-            json.dump({"config": dataclasses.asdict(config), "name": name, "paths": paths,
-                       "repeats": repeats, "threads": threads}, f)  # fmt: skip
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), job, out],
-                              capture_output=True, text=True)  # fmt: skip
+            json.dump(
+                {
+                    "config": dataclasses.asdict(config),
+                    "name": name,
+                    "paths": paths,
+                    "repeats": repeats,
+                    "threads": threads,
+                },
+                f,
+            )
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), job, out], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"peer {name} failed:\n{tail}")
@@ -162,10 +192,18 @@ def _hf_generate(config: Config, paths: Dict[str, str]):
     model = bart.from_pretrained(paths["hf"], dtype=DTYPES[config.dtype])
     model = model.to(config.device).eval()
     src = synthetic_sample(config, SHAPES[config.shape].vocab, 2, lm=False)["net_input"]
-    options = dict(max_new_tokens=config.steps + 1, min_new_tokens=config.steps,
-                   decoder_start_token_id=2, forced_eos_token_id=2, forced_bos_token_id=None,
-                   num_beams=config.hypotheses, num_return_sequences=1, length_penalty=1.0,
-                   no_repeat_ngram_size=config.no_repeat, early_stopping=False)  # fmt: skip
+    options = dict(
+        max_new_tokens=config.steps + 1,
+        min_new_tokens=config.steps,
+        decoder_start_token_id=2,
+        forced_eos_token_id=2,
+        forced_bos_token_id=None,
+        num_beams=config.hypotheses,
+        num_return_sequences=1,
+        length_penalty=1.0,
+        no_repeat_ngram_size=config.no_repeat,
+        early_stopping=False,
+    )
     if config.search == "sampling":
         options.update(do_sample=True, top_k=10, num_beams=1)
 
@@ -182,15 +220,25 @@ def _ct2_translate(config: Config, paths: Dict[str, str], threads: int):
     import ctranslate2
 
     compute = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[config.dtype]
-    translator = ctranslate2.Translator(paths["ct2"], device=config.device.split(":")[0],
-                                        compute_type=compute, intra_threads=threads)  # fmt: skip
+    translator = ctranslate2.Translator(
+        paths["ct2"],
+        device=config.device.split(":")[0],
+        compute_type=compute,
+        intra_threads=threads,
+    )
     symbols = open_dictionary(paths["fairseq"])
     index = {s: i for i, s in enumerate(symbols)}
     src = synthetic_sample(config, SHAPES[config.shape].vocab, 2, lm=False)["net_input"]
     source = [[symbols[i] for i in row] for row in src["src_tokens"].tolist()]
-    options = dict(beam_size=config.hypotheses, max_input_length=0, return_end_token=True,
-                   max_decoding_length=config.steps + 1, min_decoding_length=config.steps,
-                   no_repeat_ngram_size=config.no_repeat, length_penalty=1.0)  # fmt: skip
+    options = dict(
+        beam_size=config.hypotheses,
+        max_input_length=0,
+        return_end_token=True,
+        max_decoding_length=config.steps + 1,
+        min_decoding_length=config.steps,
+        no_repeat_ngram_size=config.no_repeat,
+        length_penalty=1.0,
+    )
     if config.search == "sampling":
         options.update(beam_size=1, sampling_topk=10)
 
@@ -229,14 +277,18 @@ def main() -> None:
     seconds = statistics.median(times) if times else None
     result = {
         "variant": {"hf": "hf-transformers", "ct2": "ctranslate2"}[job["name"]],
-        "repeats": job["repeats"], "seconds": seconds, "encoder_seconds": None,
-        "decoder_seconds": None, "decoding_state_bytes": None,
+        "repeats": job["repeats"],
+        "seconds": seconds,
+        "encoder_seconds": None,
+        "decoder_seconds": None,
+        "decoding_state_bytes": None,
         "samples_per_s": config.batch / seconds if seconds else None,
         "tokens_per_s": config.batch * (config.steps + 1) / seconds if seconds else None,
         "peak_memory_mib": memory["peak_memory_mib"],
         "peak_memory_kind": memory["peak_memory_kind"],
-        "threads": torch.get_num_threads(), "tokens": tokens,
-    }  # fmt: skip
+        "threads": torch.get_num_threads(),
+        "tokens": tokens,
+    }
     write_json(sys.argv[2], result)  # whole or absent: the parent reads it after the child exits
 
 

@@ -225,8 +225,9 @@ def analytic_gpu_memory(gpu: str) -> str:
     return f"{GPUS[gpu].memory / GB:g}"
 
 
-def memory_budget(config: Config, variants: Sequence[str], args: argparse.Namespace,
-                  env: Dict) -> List[Dict]:  # fmt: skip
+def memory_budget(
+    config: Config, variants: Sequence[str], args: argparse.Namespace, env: Dict
+) -> List[Dict]:
     """Largest batch per variant whose decoding state fits the budget.
 
     State is linear in batch: it is fitted at batch 1 and 2, from measurement (``--measure-budget``,
@@ -248,8 +249,10 @@ def memory_budget(config: Config, variants: Sequence[str], args: argparse.Namesp
         else:
             size = model_size(config.shape)
             dims = Dims(size.layers, size.dim, size.dim, size.heads, DTYPES[config.dtype].itemsize)
-            totals = {b: expected_bytes(variant, dims, b, config.hypotheses, config.src_len,
-                                        positions)["total"] for b in (1, 2)}  # fmt: skip
+            hyps, src = config.hypotheses, config.src_len
+            totals = {
+                b: expected_bytes(variant, dims, b, hyps, src, positions)["total"] for b in (1, 2)
+            }
         state = LinearState.fit(1, totals[1], 2, totals[2])
         embedding = 0  # encoder_embedding per sentence: held, never read by fairseq's decoder
         if not lm:
@@ -258,13 +261,22 @@ def memory_budget(config: Config, variants: Sequence[str], args: argparse.Namesp
             held = held_encoder_output(variant, dims, 1, config.hypotheses, config.src_len)
             embedding = held["encoder_embedding"]
         without = LinearState(state.per_sentence - embedding, state.fixed)
-        rows.append({"kind": "budget", "variant": variant, "budget_bytes": budget,
-                     "per_sentence": state.per_sentence, "fixed": state.fixed,
-                     "encoder_embedding_per_sentence": embedding,
-                     "largest_batch_without_encoder_embedding": without.largest_batch(budget),
-                     "source": "measured" if measure else "analytic (expected_bytes)",
-                     "largest_batch": state.largest_batch(budget),
-                     "config": dataclasses.asdict(config), "env": env, "load": load()})  # fmt: skip
+        rows.append(
+            {
+                "kind": "budget",
+                "variant": variant,
+                "budget_bytes": budget,
+                "per_sentence": state.per_sentence,
+                "fixed": state.fixed,
+                "encoder_embedding_per_sentence": embedding,
+                "largest_batch_without_encoder_embedding": without.largest_batch(budget),
+                "source": "measured" if measure else "analytic (expected_bytes)",
+                "largest_batch": state.largest_batch(budget),
+                "config": dataclasses.asdict(config),
+                "env": env,
+                "load": load(),
+            }
+        )
     return rows
 
 
@@ -497,11 +509,14 @@ def roofline_main(argv: Optional[List[str]] = None) -> None:
         prog="fairseq-el-roofline", description="Roofline EL speed-ups on GPUs vs the paper"
     )
     parser.add_argument("--gpus", nargs="+", default=list(GPUS), choices=sorted(GPUS))
-    parser.add_argument("--search", nargs="+", default=["beam", "diverse", "greedy"],
-                        choices=sorted(SEARCHES))  # fmt: skip
+    parser.add_argument(
+        "--search", nargs="+", default=["beam", "diverse", "greedy"], choices=sorted(SEARCHES)
+    )
     args = parser.parse_args(argv)
     for name in args.gpus:
         g = GPUS[name]
-        print(f"{g.name}: fp16 {g.fp16_flops / 1e12:g} TFLOP/s, fp32 {g.fp32_flops / 1e12:g} "
-              f"TFLOP/s, {g.bandwidth / 1e9:g} GB/s, {g.memory / GB:g} GB")  # fmt: skip
+        print(
+            f"{g.name}: fp16 {g.fp16_flops / 1e12:g} TFLOP/s, fp32 {g.fp32_flops / 1e12:g} "
+            f"TFLOP/s, {g.bandwidth / 1e9:g} GB/s, {g.memory / GB:g} GB"
+        )
     print(table(args.gpus, args.search))

@@ -10,7 +10,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from fairseq_el.files import write_json
 from fairseq_el.manifest import RunDir
@@ -109,8 +109,12 @@ def compare(
     stock = generate(run, config, checkpoint, data_dir, False, settings, threads)
     el = generate(run, config, checkpoint, data_dir, True, settings, threads)
     result = Comparison(stock, el)
-    record = {"stock": asdict(stock), "el": asdict(el), "differing": result.differing,
-              "agrees": result.agrees}  # fmt: skip
+    record = {
+        "stock": asdict(stock),
+        "el": asdict(el),
+        "differing": result.differing,
+        "agrees": result.agrees,
+    }
     write_json(run.path / "comparison.json", record)
     run.finish(["comparison.json", "stock/hypotheses.txt", "el/hypotheses.txt"])
     return result
@@ -119,24 +123,26 @@ def compare(
 def table(comparison: Comparison) -> str:
     """A plain-text table: every score, time and memory, stock | EL."""
     stock, el = comparison.stock, comparison.el
-    rows: List[tuple] = [(name, f"{stock.scores[name]:.2f}", f"{el.scores[name]:.2f}")
-                         for name in stock.scores]  # fmt: skip
+
+    def row(name: str, fmt: str, value: Callable[[RunResult], float]) -> Tuple[str, str, str]:
+        return name, format(value(stock), fmt), format(value(el), fmt)
+
+    rows = [row(name, ".2f", lambda r, name=name: r.scores[name]) for name in stock.scores]
     rows += [
-        ("generation s (fairseq timer)", f"{stock.generation_seconds:.1f}",
-         f"{el.generation_seconds:.1f}"),
-        ("load + generate s", f"{stock.seconds:.1f}", f"{el.seconds:.1f}"),
-        ("peak RSS MiB", f"{stock.peak_rss_mb:.0f}", f"{el.peak_rss_mb:.0f}"),
-        ("peak RSS above import MiB", f"{stock.peak_rss_mb - stock.baseline_rss_mb:.0f}",
-         f"{el.peak_rss_mb - el.baseline_rss_mb:.0f}"),
-        ("RSS rise while decoding MiB", f"{stock.decoding_rss_rise_mb:.0f}",
-         f"{el.decoding_rss_rise_mb:.0f}"),
-    ]  # fmt: skip
+        row("generation s (fairseq timer)", ".1f", lambda r: r.generation_seconds),
+        row("load + generate s", ".1f", lambda r: r.seconds),
+        row("peak RSS MiB", ".0f", lambda r: r.peak_rss_mb),
+        row("peak RSS above import MiB", ".0f", lambda r: r.peak_rss_mb - r.baseline_rss_mb),
+        row("RSS rise while decoding MiB", ".0f", lambda r: r.decoding_rss_rise_mb),
+    ]
     lines = [text_table(["", "stock", "EL"], rows)]
     differing = f"differing hypotheses: {comparison.differing} of {len(stock.hypotheses)}"
     if stock.dtype == "fp32":
         lines.append(f"{differing} (expected 0)")
     else:
         verdict = "yes" if comparison.agrees else "NO"
-        lines.append(f"{differing} ({stock.dtype}: rounding may part near-ties); "
-                     f"every score within {METRIC_TOL}: {verdict}")  # fmt: skip
+        lines.append(
+            f"{differing} ({stock.dtype}: rounding may part near-ties); "
+            f"every score within {METRIC_TOL}: {verdict}"
+        )
     return "\n".join(lines)

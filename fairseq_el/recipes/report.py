@@ -52,8 +52,9 @@ def plot(out_dir: Path, outcomes: List[TaskOutcome]) -> Optional[Path]:
     )
     for ax, (title, value) in zip(axes, panels):
         xs = range(len(names))
-        ax.bar([x - 0.2 for x in xs], [value(o.comparison.stock) for o in outcomes], 0.4,
-               label="stock")  # fmt: skip
+        ax.bar(
+            [x - 0.2 for x in xs], [value(o.comparison.stock) for o in outcomes], 0.4, label="stock"
+        )
         ax.bar([x + 0.2 for x in xs], [value(o.comparison.el) for o in outcomes], 0.4, label="EL")
         ax.set_xticks(list(xs), [textwrap.fill(n, 12) for n in names], fontsize=8)
         ax.set_title(title)
@@ -102,8 +103,10 @@ def write_report(
         lines += [f"- model: {outcome.model}; task total {outcome.seconds:.0f} s"]
         if outcome.corpus is not None:
             same, total = outcome.corpus
-            lines += [f"- `fairseq-el-generate` (JSONL, EL): {same} of {total} best hypotheses "
-                      "identical to fairseq-generate's"]  # fmt: skip
+            lines += [
+                f"- `fairseq-el-generate` (JSONL, EL): {same} of {total} best hypotheses "
+                "identical to fairseq-generate's"
+            ]
         lines += ["", "```", table(outcome.comparison), "```", "", "Examples:", ""]
         lines += examples(outcome) + [""]
     figure = plot(out_dir, outcomes)
