@@ -1,12 +1,14 @@
-"""Shared builders for the parity tests: tiny models, batches and generation."""
+"""Shared builders for the parity tests: tiny models, batches and generation; the tolerances."""
 
+import argparse
 import copy
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from fairseq import utils
 from fairseq.data import Dictionary, LanguagePairDataset
 from fairseq.models import FairseqModel
+from fairseq.tasks import FairseqTask
 from fairseq.tasks.translation import TranslationTask
 
 from fairseq_el.testing import (
@@ -16,16 +18,37 @@ from fairseq_el.testing import (
     tiny_args,
 )
 
+# fp32 parity, stock vs EL on the same weights: hypothesis scores and log-probabilities (as
+# fairseq's test_sequence_generator), and module outputs and attention weights
 SCORE_TOL = 1e-4
+OUTPUT_TOL = 1e-5
+
+
+def el_twin(
+    stock: FairseqModel,
+    arch: str,
+    dictionary: Dictionary,
+    extra: Sequence[str] = (),
+    seed: int = 0,
+    build: Callable[..., Tuple] = build_translation_model,
+) -> Tuple[FairseqModel, FairseqTask, argparse.Namespace]:
+    """``build``'s EL model of the stock ``arch`` (``extra``: its options, EL ones included)
+    holding ``stock``'s very state dict; (model, task, args) as ``build`` returns them."""
+    el, task, args = build("el_" + arch, dictionary, extra=extra, seed=seed)
+    el.load_state_dict(stock.state_dict())  # strict: stock parameter names load unchanged
+    return el, task, args
 
 
 def stock_and_el(
-    arch: str, dictionary: Dictionary, extra: Sequence[str] = (), seed: int = 0
+    arch: str,
+    dictionary: Dictionary,
+    extra: Sequence[str] = (),
+    seed: int = 0,
+    el_extra: Sequence[str] = (),
 ) -> Tuple[FairseqModel, FairseqModel, TranslationTask]:
-    """A seeded stock model and its EL twin holding the very same state dict."""
+    """A seeded stock model and its EL twin (with ``el_extra`` too) holding the same state dict."""
     stock, task, _ = build_translation_model(arch, dictionary, extra=extra, seed=seed)
-    el, _, _ = build_translation_model("el_" + arch, dictionary, extra=extra, seed=seed + 1)
-    el.load_state_dict(stock.state_dict())  # strict: stock parameter names load unchanged
+    el, _, _ = el_twin(stock, arch, dictionary, [*extra, *el_extra], seed=seed + 1)
     return stock, el, task
 
 
@@ -104,13 +127,16 @@ def assert_hypos_equal(stock: List, el: List) -> float:
                 for att in (att_a, att_b):
                     assert float(att[:-src].abs().sum()) == 0.0, "attention on padding"
                 diff = float((att_a[-src:] - att_b[-src:]).abs().max())
-                assert diff <= 1e-5, f"sentence {i}: attention differs by {diff}"
+                assert diff <= OUTPUT_TOL, f"sentence {i}: attention differs by {diff}"
     return max_diff
 
 
 __all__ = [
+    "OUTPUT_TOL",
+    "SCORE_TOL",
     "assert_hypos_equal",
     "copy_to",
+    "el_twin",
     "generate",
     "make_batch",
     "make_dictionary",
@@ -157,7 +183,7 @@ def assert_same_output(stock_out: str, el_out: str) -> int:
                 assert len(s_nums) == len(e_nums)
                 # H- scores are printed at full precision; P- scores at 4 decimals, so two
                 # rounded values of nearly equal numbers may differ by one printed unit
-                tolerance = 1e-4 if prefix == "H" else 1e-4 + 1e-9
+                tolerance = SCORE_TOL if prefix == "H" else SCORE_TOL + 1e-9
                 assert max(abs(a - b) for a, b in zip(s_nums, e_nums)) <= tolerance, (
                     f"{prefix}-{sid}"
                 )

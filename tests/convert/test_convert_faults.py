@@ -13,7 +13,7 @@ from fairseq_el.convert.el_checkpoint import convert_checkpoint
 from fairseq_el.files import OutputError
 from fairseq_el.testing import build_translation_model, tiny_args
 
-from helpers import exit_code, make_dictionary
+from helpers import SCORE_TOL, exit_code, make_dictionary
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_legacy_format_checkpoint_converts_and_maps(stock, tmp_path):
     assert legacy.read_bytes()[:1] == b"\x80"
     assert load_checkpoint(str(legacy), mmap=True)["args"].arch == "transformer"
     _, new, diff = convert_checkpoint(str(legacy), str(tmp_path / "el.pt"))
-    assert new == "el_transformer" and diff <= 1e-4
+    assert new == "el_transformer" and diff <= SCORE_TOL
 
 
 def test_truncated_checkpoint_is_unreadable_not_a_failed_conversion(stock, tmp_path, capsys):

@@ -27,9 +27,8 @@ except ConversionError as err:  # the optional "hf" extra; CI installs it
 from fairseq_el.convert.hf_bart import convert_bart  # noqa: E402
 from fairseq_el.convert.hf_gpt2 import convert_gpt2  # noqa: E402
 
-from helpers import exit_code  # noqa: E402
+from helpers import SCORE_TOL, exit_code  # noqa: E402
 
-TOL = 1e-4
 VOCAB, EOS = 60, 59  # GPT-2: the last id plays <|endoftext|>, as 50256 does in GPT-2
 NEW_TOKENS = 12
 GPT2_PROMPTS = [[5, 17, 3, 40], [0, 58, 58, 21]]
@@ -147,10 +146,10 @@ def test_gpt2_logits_match(gpt2):
     columns = [fs_index(d, t) for t in range(VOCAB)]
     diff = (fs_logits[..., columns] - hf_logits).abs().max().item()
     print(f"GPT-2 max |logit diff| {diff:.2e}")
-    assert diff < TOL
+    assert diff < SCORE_TOL
     # the rows GPT-2 has no token for never compete: same log-probabilities over GPT-2's tokens
     lprob_diff = fs_logits.log_softmax(-1)[..., columns] - hf_logits.log_softmax(-1)
-    assert lprob_diff.abs().max() < TOL
+    assert lprob_diff.abs().max() < SCORE_TOL
     extras = [i for i in range(len(d)) if i not in set(columns)]
     assert [d[i] for i in extras] == ["<s>", "<pad>", "<unk>", str(EOS), "madeupword0000"]
     assert fs_logits[..., extras].max() < hf_logits.min() - 50
@@ -166,7 +165,7 @@ def test_gpt2_default_dictionary_is_id_order():
         hf_logits = hf(torch.tensor([tokens])).logits
         fs_logits, _ = converted.model(torch.tensor([[fs_index(d, t) for t in tokens]]))
     columns = [fs_index(d, t) for t in range(VOCAB)]
-    assert (fs_logits[..., columns] - hf_logits).abs().max() < TOL
+    assert (fs_logits[..., columns] - hf_logits).abs().max() < SCORE_TOL
 
 
 def test_gpt2_greedy_matches(gpt2):
@@ -201,7 +200,7 @@ def test_bart_logits_match(bart):
         for fs, hf_ in (bart_logits(hf, converted.model, s) for s in BART_SOURCES)
     )
     print(f"BART max |logit diff| {diff:.2e}")
-    assert diff < TOL
+    assert diff < SCORE_TOL
 
 
 def test_bart_greedy_matches(bart):
@@ -237,7 +236,7 @@ def test_cli_checkpoint_loads_in_fairseq(kind, tmp_path, capsys):
         fs_logits = fs_logits[..., [fs_index(fs_d, t) for t in range(VOCAB)]]
     else:
         fs_logits, hf_logits = bart_logits(hf, model, BART_SOURCES[0])
-    assert (fs_logits - hf_logits).abs().max() < TOL
+    assert (fs_logits - hf_logits).abs().max() < SCORE_TOL
 
 
 @pytest.mark.slow  # runs the real CLI in a subprocess

@@ -6,11 +6,10 @@ differ in length; on every device of the ``device`` fixture.
 
 import pytest
 
-from fairseq_el.testing import build_translation_model
-
 from helpers import (
     assert_hypos_equal,
     copy_to,
+    el_twin,
     generate,
     make_batch,
     make_dictionary,
@@ -68,10 +67,7 @@ def test_random_model_parity(models, model_name, name, device):
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_trained_model_parity(trained_transformer, name, device):
     trained, task, dictionary = trained_transformer
-    el, _, _ = build_translation_model(
-        "el_transformer", dictionary, extra=tiny_args(dim=32, heads=4, ffn=64), seed=9
-    )
-    el.load_state_dict(trained.state_dict())
+    el, _, _ = el_twin(trained, "transformer", dictionary, tiny_args(dim=32, heads=4, ffn=64), 9)
     stock, el = copy_to(trained, device), el.to(device)
     sample = to_device(make_batch(dictionary, [4, 8, 6, 3, 7, 5], seed=1234), device)
     argv = ["--max-len-a", "1.2", "--max-len-b", "3"] + OPTIONS[name]

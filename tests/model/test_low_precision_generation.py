@@ -32,10 +32,10 @@ import fairseq_el
 from fairseq_el.bench.precision import DTYPES
 from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.generate.runner import example_seed
-from fairseq_el.testing import build_translation_model, tiny_args, translation_args
+from fairseq_el.testing import tiny_args, translation_args
 from fairseq_el.testing.precision import Diffs, metric_holds
 
-from helpers import make_batch
+from helpers import el_twin, make_batch
 
 GENERATE = str(Path(sys.executable).parent / "fairseq-generate")
 EL_GENERATE = str(Path(sys.executable).parent / "fairseq-el-generate")
@@ -75,8 +75,7 @@ def setup(trained_transformer, tmp_path_factory):
             builder.add_item(row)
         builder.finalize(f"{prefix}.idx")
         dictionary.save(str(out / f"dict.{side}.txt"))
-    el, _, el_args = build_translation_model("el_transformer", dictionary, extra=EXTRA)
-    el.load_state_dict(model.state_dict())
+    el, _, el_args = el_twin(model, "transformer", dictionary, EXTRA)
     paths = {"stock": out / "stock.pt", "el": out / "el.pt"}
     save_checkpoint(model, translation_args("transformer", extra=EXTRA), str(paths["stock"]))
     save_checkpoint(el, el_args, str(paths["el"]))

@@ -8,7 +8,7 @@ from fairseq.modules import MultiheadAttention
 
 from fairseq_el.attention.cross import ELMultiheadAttention
 
-TOL = 1e-5
+from helpers import OUTPUT_TOL
 
 
 def pair(embed_dim, heads, kdim, bias=True, seed=0):
@@ -84,7 +84,7 @@ def test_incremental_matches_stock(heads_dim, beam, padding, kdim, device):
         )
         max_diff = max(max_diff, (out_s - out_e).abs().max().item(), (w_s - w_e).abs().max().item())
     print(f"heads={heads} beam={beam} padding={padding} kdim={kdim}: max abs diff {max_diff:.2e}")
-    assert max_diff <= TOL
+    assert max_diff <= OUTPUT_TOL
     assert el_state == {}, "EL attention must not cache anything"
     assert any("prev_key" in v for v in stock_state.values())
 
@@ -115,7 +115,7 @@ def test_several_target_positions_and_head_weights(need_head_weights, tgt_len, d
     assert w_s.shape == w_e.shape
     diff = max((out_s - out_e).abs().max().item(), (w_s - w_e).abs().max().item())
     print(f"tgt_len={tgt_len} head weights={need_head_weights}: max abs diff {diff:.2e}")
-    assert diff <= TOL
+    assert diff <= OUTPUT_TOL
 
 
 def test_without_bias():
@@ -126,7 +126,7 @@ def test_without_bias():
         query, expand(enc, 3, 1), expand(enc, 3, 1), expand(mask, 3, 0), static_kv=True
     )
     out_e, _ = el(query, enc, enc, mask, incremental_state={})
-    assert (out_s - out_e).abs().max().item() <= TOL
+    assert (out_s - out_e).abs().max().item() <= OUTPUT_TOL
 
 
 def test_full_sequence_call_is_the_stock_forward():
@@ -152,7 +152,7 @@ def test_training_mode_gradients_match():
     out_e, _ = el(query, enc, enc, None)  # query batch 4, key batch 2: the EL path
     diff = (out_s - out_e).abs().max().item()
     print(f"dropout 0.3, training mode: max abs diff {diff:.2e}")
-    assert diff <= TOL
+    assert diff <= OUTPUT_TOL
 
 
 def test_query_batch_not_a_multiple_of_encoder_batch_is_refused():

@@ -5,9 +5,9 @@ import torch
 from fairseq.modules import MultiheadAttention
 
 from fairseq_el.attention.self_attention import CACHE_KEY, ELSelfAttention
-from fairseq_el.testing import build_translation_model
 
 from helpers import (
+    OUTPUT_TOL,
     assert_hypos_equal,
     generate,
     make_batch,
@@ -15,8 +15,6 @@ from helpers import (
     stock_and_el,
     tiny_args,
 )
-
-TOL = 1e-5
 
 
 def pair(embed_dim, heads, bias=True):
@@ -62,7 +60,7 @@ def test_incremental_el_equals_stock_incremental_and_full(heads, head_dim, bias,
     d_stock = (out_e - out_s).abs().max().item()
     d_full = (out_e[3:] - full[3:]).abs().max().item()  # after the reorder, x is the reordered one
     print(f"heads={heads} bias={bias}: EL vs stock incremental {d_stock:.2e}, vs full {d_full:.2e}")
-    assert d_stock <= TOL and d_full <= TOL
+    assert d_stock <= OUTPUT_TOL and d_full <= OUTPUT_TOL
 
 
 def test_cache_holds_c_numbers_per_position_not_2c():
@@ -87,7 +85,7 @@ def test_several_new_positions_in_one_incremental_call():
     x = torch.randn(5, 2, 12)
     one_call, _ = el(x, x, x, incremental_state={}, attn_mask=causal_mask(5))
     full = full_forward(stock, x)
-    assert (one_call - full).abs().max().item() <= TOL
+    assert (one_call - full).abs().max().item() <= OUTPUT_TOL
 
 
 OPTIONS = {
@@ -103,12 +101,8 @@ OPTIONS = {
 @pytest.mark.parametrize("arch", ["transformer", "bart_base"])
 def test_generator_parity_with_el_self_attention(arch, name):
     dictionary = make_dictionary(24)
-    extra = tiny_args(dim=15, heads=5)
-    stock, _, task = stock_and_el(arch, dictionary, extra, seed=3)
-    el, _, _ = build_translation_model(
-        "el_" + arch, dictionary, extra=[*extra, "--el-self-attention"]
-    )
-    el.load_state_dict(stock.state_dict())
+    extra, el_extra = tiny_args(dim=15, heads=5), ["--el-self-attention"]
+    stock, el, task = stock_and_el(arch, dictionary, extra, seed=3, el_extra=el_extra)
     assert isinstance(el.decoder.layers[0].self_attn, ELSelfAttention)
     sample = make_batch(dictionary, [5, 9, 3, 7], seed=2)
     argv = ["--max-len-a", "0", "--max-len-b", "10", *OPTIONS[name]]
