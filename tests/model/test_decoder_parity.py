@@ -5,6 +5,7 @@ import pytest
 import torch
 from fairseq.sequence_generator import EnsembleModel
 
+from fairseq_el.attention.cache import RUN, hypotheses
 from fairseq_el.models.encoder import ROW_SENTENCE
 
 from helpers import (
@@ -109,9 +110,10 @@ def test_no_encoder_decoder_cache_and_one_encoder_row_per_sentence(
     seen = state_during_generation(el, task, sample, argv, monkeypatch)
     live_sentences = set()
     for step, (rows, encoder_out, state) in enumerate(seen):
-        cached = {key.split(".")[0] for key, buffer in state.items() if buffer}
+        cached = {key.split(".")[0] for key, buffer in state.items() if buffer and key != RUN}
         assert not cached & enc_attn_ids, "EL must not cache encoder-decoder keys/values"
         assert len(cached) == (len(el.decoder.layers) if step else 0)  # self-attention only
+        assert hypotheses(state) == (4 if step else None)  # recorded by the decoder's first step
         sentences = encoder_out["encoder_out"][0].size(1)  # (S, B, C)
         assert rows == 4 * sentences, f"{rows} hypotheses but {sentences} encoder rows"
         assert encoder_out["encoder_padding_mask"][0].size(0) == sentences

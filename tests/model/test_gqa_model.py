@@ -134,7 +134,7 @@ def test_beam_search_equals_stock_twin_and_full_rescoring(trained_gqa, kv_heads,
     assert rescore_diff <= OUTPUT_TOL
 
 
-@pytest.mark.parametrize("kv_heads", [1, 2])
+@pytest.mark.parametrize("kv_heads", [1, 2, HEADS])
 def test_el_bart_beam_search_equals_stock_twin(kv_heads, device):
     gqa, stock, task, dictionary = gqa_and_stock_twin("bart_base", kv_heads, seed=2)
     gqa, stock = gqa.to(device), stock.to(device)
@@ -142,8 +142,10 @@ def test_el_bart_beam_search_equals_stock_twin(kv_heads, device):
     assert_hypos_equal(generate(task, stock, sample, BEAM), generate(task, gqa, sample, BEAM))
 
 
-@pytest.mark.parametrize("kv_heads", [1, 2])
+@pytest.mark.parametrize("kv_heads", [1, 2, HEADS])
 def test_cache_holds_kv_heads_per_position(kv_heads, device):
+    """N heads per position, in the copy-free cache: views of a buffer with spare room, for
+    every N (with all H heads too: the stock model, bit for bit, with the default's cache)."""
     gqa, _, _, dictionary = gqa_and_stock_twin("transformer", kv_heads)
     gqa = gqa.to(device)
     sample = to_device(make_batch(dictionary, [6, 3], seed=1), device)
@@ -157,8 +159,11 @@ def test_cache_holds_kv_heads_per_position(kv_heads, device):
     head_dim = DIM // HEADS
     for layer in gqa.decoder.layers:
         cached = layer.self_attn._get_input_buffer(state)
+        assert layer.self_attn.in_place_cache
         assert cached["prev_key"].shape == (8, kv_heads, 3, head_dim)
         assert cached["prev_value"].shape == (8, kv_heads, 3, head_dim)
+        room = cached["prev_key"].stride(1) // cached["prev_key"].stride(2)  # positions
+        assert room == 8 and "prev_key_padding_mask" not in cached  # a DecodingCache
         cross = layer.encoder_attn._get_input_buffer(state)
         if "prev_key" in cross:  # EL caches no encoder-side keys at all
             assert cross["prev_key"].shape[1:] == (kv_heads, 7, head_dim)

@@ -251,3 +251,25 @@ def test_average_kv_heads_rejects_bad_input():
         average_kv_heads(grouped, HEADS, 1)  # already grouped: averaging again would be wrong
     with pytest.raises(ValueError, match="no decoder"):
         average_kv_heads({"encoder.layers.0.self_attn.k_proj.weight": torch.zeros(4, 4)}, 4, 1)
+
+
+def test_grouped_cross_attention_method_order():
+    """EL first, then N key/value heads, then the stock forward; the former names still import."""
+    from fairseq.modules import MultiheadAttention
+
+    from fairseq_el.attention.base import AttentionBase
+    from fairseq_el.attention.cross import (
+        ELCrossAttention,
+        ELGroupedCrossAttention,
+        ELGroupedQueryAttention,
+        ELMultiheadAttention,
+    )
+    from fairseq_el.models.decoder import ELGroupedQueryAttention as former_home
+
+    order = ELGroupedCrossAttention.__mro__
+    chain = [ELCrossAttention, GroupedQueryAttention, AttentionBase, MultiheadAttention]
+    assert [order.index(c) for c in chain] == sorted(order.index(c) for c in chain)
+    assert ELMultiheadAttention is ELCrossAttention
+    assert ELGroupedQueryAttention is ELGroupedCrossAttention is former_home
+    module = ELGroupedCrossAttention(8, 4, 2, encoder_decoder_attention=True)
+    assert module.k_proj.out_features == 4 and not module.in_place_cache
