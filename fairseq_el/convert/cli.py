@@ -3,6 +3,7 @@
 fairseq-el-convert checkpoint_best.pt checkpoint_el.pt            # stock -> EL, verified
 fairseq-el-convert checkpoint_el.pt checkpoint_stock.pt --to stock
 fairseq-el-convert-hf --hf-dir gpt2 --out-dir gpt2-fs             # Hugging Face -> fairseq
+fairseq-el-convert-hf --hf-model facebook/bart-large-cnn --out-dir cnn-fs --dict dict.txt
 
 ``fairseq-el-convert-hf`` writes ``model.pt`` (loadable by
 ``fairseq.checkpoint_utils.load_model_ensemble_and_task``, ``fairseq-generate`` and
@@ -11,6 +12,7 @@ fairseq-el-convert-hf --hf-dir gpt2 --out-dir gpt2-fs             # Hugging Face
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from fairseq_el.convert.hf_bart import convert_bart
@@ -22,6 +24,7 @@ from fairseq_el.convert.hf_common import (
     refuse,
 )
 from fairseq_el.convert.hf_gpt2 import convert_gpt2
+from fairseq_el.convert.hf_hub import check_folder, resolve
 from fairseq_el.files import same_file
 from fairseq_el.usage import (
     Parser,
@@ -58,7 +61,14 @@ def convert_hf_parser() -> argparse.ArgumentParser:
         prog="fairseq-el-convert-hf",
         description="Convert a Hugging Face GPT-2 or BART folder to a fairseq checkpoint.",
     )
-    parser.add_argument("--hf-dir", required=True, help="folder written by save_pretrained")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hf-dir", help="folder written by save_pretrained")
+    source.add_argument(
+        "--hf-model",
+        metavar="DIR_OR_HUB_ID",
+        help="a save_pretrained folder, or a hub id (org/name[@revision]) from the local "
+        "Hugging Face cache (HF_HUB_CACHE, HF_HOME; never downloaded)",
+    )
     parser.add_argument("--out-dir", required=True, help="where model.pt and dict.txt go")
     parser.add_argument(
         "--dict",
@@ -71,10 +81,14 @@ def convert_hf_parser() -> argparse.ArgumentParser:
 @entry_point("fairseq-el-convert-hf")
 def convert_hf_main(argv: Optional[List[str]] = None) -> None:
     args = convert_hf_parser().parse_args(argv)
-    input_dir("--hf-dir", args.hf_dir)
+    if args.hf_model:
+        folder = str(resolve(args.hf_model).folder)
+    else:
+        folder = str(input_dir("--hf-dir", args.hf_dir))
+        check_folder(Path(folder), "--hf-dir")
     input_file("--dict", args.dict)
     output_dir("--out-dir", args.out_dir)
-    converted = convert_dir(args.hf_dir, args.dict)
+    converted = convert_dir(folder, args.dict)
     files = converted.save(args.out_dir)
     for line in converted.summary + [f"wrote {path}" for path in files]:
         print(line)

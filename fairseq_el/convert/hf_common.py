@@ -79,8 +79,14 @@ def hf_model_type(hf_dir: str) -> str:
             f"{hf_dir!r} is not a Hugging Face model folder: it has no config.json "
             "(expected a folder written by save_pretrained, e.g. a local copy of 'gpt2')"
         )
-    with open(config_path, encoding="utf-8") as f:
-        model_type = json.load(f).get("model_type")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ConversionError(f"{config_path}: not a JSON config ({err})") from None
+    if not isinstance(config, dict):
+        raise ConversionError(f"{config_path}: not a JSON object")
+    model_type = config.get("model_type")
     if model_type is None:
         raise ConversionError(f"{config_path} has no model_type: not a Hugging Face model config")
     return model_type
@@ -183,10 +189,11 @@ class Converted:
     summary: List[str]
     task: Optional[Any] = None
 
-    def save(self, out_dir: str) -> List[str]:
-        """Write ``model.pt`` and the dictionaries; ``args.data`` points at ``out_dir``."""
+    def save(self, out_dir: str, data: Optional[str] = None) -> List[str]:
+        """Write ``model.pt`` and the dictionaries; ``args.data`` points at ``out_dir`` (or at
+        ``data``, where ``out_dir`` is renamed to afterwards)."""
         os.makedirs(out_dir, exist_ok=True)
-        self.args.data = os.path.abspath(out_dir)
+        self.args.data = data or os.path.abspath(out_dir)
         written = []
         for name in self.dict_names:
             path = os.path.join(out_dir, name)

@@ -28,6 +28,7 @@ from fairseq_el.generate.parts import PartStore, PartWriter, dumps
 from fairseq_el.generate.report import Progress, as_dict, describe, score, summary
 from fairseq_el.generate.runner import Generation, Stats
 from fairseq_el.generate.source import TOO_LONG, read_input, read_lines
+from fairseq_el.paths import BPE_DIR
 from fairseq_el.usage import EXIT_USAGE, UsageError, entry_point
 
 logger = logging.getLogger("fairseq_el.generate")
@@ -57,6 +58,15 @@ def on_main(ranks: ranks_mod.Ranks, check: Callable[[], Any]) -> Any:
     return result
 
 
+def convert_hf_model(spec: str) -> None:
+    """``--hf-model``: converted into the package's cache unless it is there already."""
+    from fairseq_el.convert.hf_hub import ensure_converted, resolve
+
+    done = ensure_converted(resolve(spec), str(BPE_DIR / "dict.txt"))
+    verb = "converted into" if done["converted"] else "already converted in"
+    logger.info(f"--hf-model {spec}: {verb} {done['dir']}")
+
+
 def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     """Every refusal first (options, parts, inputs, references, lengths, batch), then the work:
     parts folder, generation, merge, summary."""
@@ -67,6 +77,8 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     references: Optional[List[str]] = None
     if args.references:
         references = read_lines(args.references, "--references")
+    if args.hf_model:
+        on_main(ranks, lambda: convert_hf_model(args.hf_model))
     gen = Generation(args, ranks)
     examples = gen.examples(raw)
     if references is not None:

@@ -32,7 +32,7 @@ FINGERPRINT = (
     "checkpoint_suffix", "stock", "fp16", "bf16", "seed", "truncate_source",
     "max_source_positions", "max_target_positions", "skip_invalid_size_inputs_valid_test",
     "sampling_seed", "skip_empty", "bpe", "tokenizer", "post_process", "gpt2_encoder_json",
-    "gpt2_vocab_bpe", "input_format", "text_field", "id_field",
+    "gpt2_vocab_bpe", "input_format", "text_field", "id_field", "hf_model",
 )  # fmt: skip
 NOT_SUPPORTED = {
     "lm_path": "--lm-path (shallow fusion): use fairseq-generate",
@@ -87,6 +87,13 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="JSON lines: the id field, echoed as user_id in every record (default: the first "
         "of id, custom_id; 'none': no ids)",
+    )
+    group.add_argument(
+        "--hf-model",
+        metavar="DIR_OR_HUB_ID",
+        help="a Hugging Face BART or GPT-2 (save_pretrained folder, or hub id from the local "
+        "cache, never downloaded) instead of DATA and --path: converted once into "
+        "$FAIRSEQ_EL_CACHE (~/.cache/fairseq_el), then generated with EL",
     )
     group.add_argument(
         "--resume",
@@ -197,6 +204,7 @@ def parse(argv: Optional[Sequence[str]] = None, distributed: bool = False) -> ar
     """fairseq's parse (task and architecture arguments included), then our checks; ``--input -``
     is read from standard input into a temporary file (one process only)."""
     argv, auto = split_auto(sys.argv[1:] if argv is None else list(argv))
+    argv = with_hf_model(argv)
     argv, no_bpe = split_bpe_none(argv)
     implicit = _value(argv, "--bpe") is None and not no_bpe
     argv = with_shipped_bpe(argv, no_bpe)
@@ -212,6 +220,31 @@ def parse(argv: Optional[Sequence[str]] = None, distributed: bool = False) -> ar
         args.raw_input = spool_stdin()
     check(args)
     return args
+
+
+def with_hf_model(argv: List[str]) -> List[str]:
+    """``--hf-model``: DATA and ``--path`` become the converted model's cache folder and
+    checkpoint (converted later, by :func:`fairseq_el.convert.hf_hub.ensure_converted`); BART
+    generates as fairseq's translation task (``-s source -t target``), GPT-2 as a language
+    model. Resolved here, so a model missing from the cache is refused before anything."""
+    spec = _value(argv, "--hf-model")
+    if spec is None:
+        return argv
+    if _value(argv, "--path") is not None:
+        raise UsageError("--hf-model and --path: give one of them (--hf-model is converted into "
+                         "the checkpoint it generates with)")  # fmt: skip
+    from fairseq_el.convert.hf_common import hf_model_type
+    from fairseq_el.convert.hf_hub import converted_dir, resolve
+
+    model = resolve(spec)
+    target = converted_dir(model)
+    extra = ["--path", str(target / "model.pt")]
+    if hf_model_type(str(model.folder)) == "bart":
+        if _value(argv, "-s") is None and _value(argv, "--source-lang") is None:
+            extra += ["-s", "source", "-t", "target"]
+    elif _value(argv, "--task") is None:
+        extra += ["--task", "language_modeling"]
+    return [str(target), *argv, *extra]
 
 
 def spool_stdin() -> str:
@@ -236,10 +269,11 @@ def check(args: argparse.Namespace) -> None:
             raise UsageError(f"not supported: {message}")
     if not args.path:
         raise UsageError("--path is required (the checkpoint to generate with)")
-    for path in args.path.split(":"):
-        _require_file(path, "--path")
-    if not Path(args.data).is_dir():
-        raise UsageError(f"DATA {args.data}: no such folder")
+    if not args.hf_model:  # else both are made by the conversion
+        for path in args.path.split(":"):
+            _require_file(path, "--path")
+        if not Path(args.data).is_dir():
+            raise UsageError(f"DATA {args.data}: no such folder")
     _require_file(args.raw_input, "--input")
     jsonl_only = [
         f"--{n.replace('_', '-')}" for n in ("text_field", "id_field") if getattr(args, n)
