@@ -18,9 +18,9 @@ Byte counts follow what the code does each step (:func:`self_attention_work`). S
 write of the cache) and beam reordering ``index_select``s every cache (read + write); stock
 per-beam decoding also reorders its per-hypothesis encoder-decoder keys/values and encoder output
 every step. EL models keep the copy-free cache (:mod:`fairseq_el.attention.cache`): a step writes
-its position in place and a reorder moves only the int64 ancestry index; with beams, ``el``
-scores each group's queries against every slot of the group (k times the attention FLOPs, no copy)
-and ``el-sa`` gathers each row's history once (C per position). EL encoder-decoder attention reads
+its position in place and a reorder moves only the int64 ancestry index; with beams, each
+sentence's queries score against every slot of the sentence (k times the attention FLOPs, no copy;
+``math.kv_attention``, for ``el`` and ``el-sa`` alike). EL encoder-decoder attention reads
 the per-sentence encoder output (twice: scores and weighted sum) and spends H times the attention
 FLOPs.
 """
@@ -147,28 +147,28 @@ def self_attention_work(
     * stock (both stock variants): read keys and values (2 n t C), ``torch.cat`` both onto the cache
       (read + write: 4 n t C) and, with beams, ``index_select`` both (4 n t C).
     * ``el`` (``KVSelfAttention``): write the new key and value in place (2 n C) and read the cache
-      once (2 n t C). With beams (k > 1) each query scores every slot of its group (k times the
-      FLOPs; the k-wide scores and spread weights, 4 n H k t, are written and read) through int64
-      indices (gather and scatter, 2 n H t) and the reorder rewrites the ancestry (4 n t).
+      once (2 n t C).
     * ``el-sa`` (``ELSelfAttention``): write the layer input in place (n C); expanded queries
       (4 n C C FLOPs, the projection weights 2 C C read) attend at model width (H times the FLOPs)
-      reading the history twice (2 n t C). With beams each row's history is gathered once first
-      (read + write 2 n t C, its index n t) and the reorder rewrites the ancestry (4 n t).
+      reading the history twice (2 n t C).
+    * both, with beams (k > 1; ``math.kv_attention``): each sentence's queries score every slot of
+      the sentence (k times the attention FLOPs; the k-wide scores and spread weights, 4 n H k t,
+      are written and read) through int64 indices (gather and scatter, 2 n H t), and the reorder
+      rewrites the ancestry (4 n t).
     """
     beams = k > 1
-    ancestry = 4 * n * t * INDEX_BYTES if beams else 0
     if variant.startswith("stock"):
         return 4 * n * t * C, (2 + 4 + (4 if beams else 0)) * n * t * C * b
+    width = H if variant == "el-sa" else 1  # EL self-attention: every head attends at width C
+    flops = 4 * n * width * t * C * (k if beams else 1)  # scores and weighted sum
+    nbytes = 2 * n * t * C * b  # the history, read for the scores and for the weighted sum
     if variant == "el-sa":
-        flops = 4 * n * H * t * C + 4 * n * C * C
-        nbytes = (2 * n * t * C + n * C) * b + 2 * C * C * b
-        if beams:
-            nbytes += 2 * n * t * C * b + n * t * INDEX_BYTES + ancestry
-        return flops, nbytes
-    flops = 4 * n * t * C * (k if beams else 1)
-    nbytes = (2 * n * t * C + 2 * n * C) * b
-    if beams:
-        nbytes += 4 * n * H * k * t * b + 2 * n * H * t * INDEX_BYTES + ancestry
+        flops += 4 * n * C * C  # queries expanded through W_k, values projected through W_v
+        nbytes += (n * C + 2 * C * C) * b  # the new input written; both weights read
+    else:
+        nbytes += 2 * n * C * b  # the new key and value written
+    if beams:  # k-wide scores and spread weights, gather/scatter indices, the ancestry rewritten
+        nbytes += 4 * n * H * k * t * b + 2 * n * H * t * INDEX_BYTES + 4 * n * t * INDEX_BYTES
     return flops, nbytes
 
 

@@ -26,9 +26,12 @@ def test_copy_free_cache_reads_the_history_once_and_moves_no_slot():
     )
     assert flops == 4 * stock_flops  # each query scores every slot of its group
     assert greedy < beam < stock / 3  # ancestry indices and k-wide scores, far below the copies
-    _, el_sa = analytic.self_attention_work("el-sa", n=n, k=4, t=t, **BART_LARGE)
+    sa_flops, el_sa = analytic.self_attention_work("el-sa", n=n, k=4, t=t, **BART_LARGE)
+    sa_greedy_flops, _ = analytic.self_attention_work("el-sa", n=n, k=1, t=t, **BART_LARGE)
+    expand = 4 * n * 1024 * 1024  # queries expanded, values projected: once per row
+    assert sa_flops - expand == 4 * (sa_greedy_flops - expand) == 16 * flops  # H times el's
     weights = 2 * 1024 * 1024 * 2  # the key and value weights that expand the queries
-    assert el_sa - weights < stock / 2  # one gather of C per position instead of 4C of copies
+    assert el_sa - weights < stock / 2  # the history read twice, C per position, and no copy
 
 
 def test_roofline_table_prints_every_setting():
