@@ -30,6 +30,7 @@ class PromptEnsembleModel(EnsembleModel):
     def __init__(self, models) -> None:
         super().__init__(models)
         self.prompt: Optional[Tensor] = None  # (B, L) prefix tokens, right-padded
+        self.shared = 0  # prompt tokens every sentence of the batch forces (read once per batch)
         self.prefilled: Optional[Tensor] = None  # (B, P, V) log-probs of steps 0 .. P-1
         self.row_sentence: Optional[Tensor] = None  # (rows,) sentence of every hypothesis row
 
@@ -53,12 +54,9 @@ class PromptEnsembleModel(EnsembleModel):
     ) -> None:
         """One pass per sentence over BOS + the shared prompt; its log-probs answer those steps
         for every hypothesis row, and each row's caches are filled as incremental decoding would."""
-        if self.prompt is None or self.has_encoder() or not self.has_incremental_states():
+        if self.prompt is None or self.shared < 1 or not self.has_incremental_states():
             return
-        pad = self.single_model.decoder.padding_idx
-        shared = int(self.prompt.ne(pad).sum(1).min())  # prompt tokens every sentence forces
-        if shared < 1:
-            return
+        shared = self.shared
         sentences = self.prompt.size(0)
         hyps = tokens.size(0) // sentences  # rows per sentence, contiguous
         bos = tokens.view(sentences, hyps, -1)[:, 0, :1]  # (B, 1)
@@ -96,7 +94,9 @@ class PromptEnsembleModel(EnsembleModel):
         finally:
             for hook in hooks:
                 hook.remove()
-        causal = torch.triu(torch.full((block.size(1),) * 2, float("-inf")), 1).to(logits)
+        causal = torch.full(
+            (block.size(1),) * 2, float("-inf"), device=logits.device, dtype=logits.dtype
+        ).triu(1)  # (P, P)
         for i, layer in enumerate(layers):
             x = inputs[i].repeat_interleave(hyps, dim=1)  # (P, B*k, C)
             layer.self_attn(x, x, x, incremental_state=state, need_weights=False, attn_mask=causal)
@@ -113,11 +113,18 @@ class PromptSequenceGenerator(SequenceGenerator):
 
     @torch.no_grad()
     def generate(self, models, sample, **kwargs):
-        self.model.prompt = kwargs.get("prefix_tokens")
+        prompt = kwargs.get("prefix_tokens")
+        self.model.prompt, self.model.shared = prompt, 0
+        if prompt is not None and not self.model.has_encoder():
+            # the shared prompt length sets the shapes of the one-pass block: one host read per
+            # batch, here, before decoding; the steps themselves read nothing from the device
+            pad = self.model.single_model.decoder.padding_idx
+            self.model.shared = int(prompt.ne(pad).sum(1).min())
         try:
             return super().generate(models, sample, **kwargs)
         finally:
             self.model.prompt = self.model.prefilled = self.model.row_sentence = None
+            self.model.shared = 0
 
 
 @dataclass
