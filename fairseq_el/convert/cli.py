@@ -24,7 +24,7 @@ from fairseq_el.convert.hf_common import (
     refuse,
 )
 from fairseq_el.convert.hf_gpt2 import convert_gpt2
-from fairseq_el.convert.hf_hub import check_folder, resolve
+from fairseq_el.convert.hf_hub import require_weights, resolve
 from fairseq_el.files import same_file
 from fairseq_el.usage import (
     Parser,
@@ -44,11 +44,13 @@ CONVERTERS: Dict[str, Tuple[str, Callable[..., Converted]]] = {
 }
 
 
-def convert_dir(hf_dir: str, dict_path: Optional[str] = None) -> Converted:
+def convert_dir(hf_dir: str, dict_path: Optional[str] = None, option: str = "--hf-dir"
+                ) -> Converted:  # fmt: skip
     """Load the model saved in ``hf_dir`` (no download) and convert it."""
     model_type = hf_model_type(hf_dir)
     if model_type not in CONVERTERS:
         raise refuse("model_type", model_type, f"supported: {sorted(CONVERTERS)}")
+    require_weights(Path(hf_dir), option)
     class_name, convert = CONVERTERS[model_type]
     transformers = import_transformers()
     hf_model = getattr(transformers, class_name).from_pretrained(hf_dir, local_files_only=True)
@@ -85,10 +87,9 @@ def convert_hf_main(argv: Optional[List[str]] = None) -> None:
         folder = str(resolve(args.hf_model).folder)
     else:
         folder = str(input_dir("--hf-dir", args.hf_dir))
-        check_folder(Path(folder), "--hf-dir")
     input_file("--dict", args.dict)
     output_dir("--out-dir", args.out_dir)
-    converted = convert_dir(folder, args.dict)
+    converted = convert_dir(folder, args.dict, "--hf-model" if args.hf_model else "--hf-dir")
     files = converted.save(args.out_dir)
     for line in converted.summary + [f"wrote {path}" for path in files]:
         print(line)

@@ -62,7 +62,7 @@ def own_cache(env: Optional[Mapping[str, str]] = None) -> Path:
 
 
 def check_folder(folder: Path, option: str) -> None:
-    """A ``save_pretrained`` folder: a readable JSON ``config.json`` and a weights file."""
+    """A ``save_pretrained`` folder: a ``config.json`` that is a JSON object, a weights file."""
     config = folder / "config.json"
     if not config.is_file():
         raise UsageError(f"{option} {folder}: no config.json (not a save_pretrained folder)")
@@ -72,7 +72,13 @@ def check_folder(folder: Path, option: str) -> None:
         raise UsageError(f"{option} {config}: not a JSON config ({err})") from None
     if not isinstance(parsed, dict):
         raise UsageError(f"{option} {config}: not a JSON object")
-    if not any((folder / name).is_file() for name in WEIGHTS):  # is_file: a dangling blob link
+    require_weights(folder, option)
+
+
+def require_weights(folder: Path, option: str) -> None:
+    """A weights file in ``folder`` (``is_file``: a hub snapshot's link to a missing blob is
+    not one)."""
+    if not any((folder / name).is_file() for name in WEIGHTS):
         names = ", ".join(WEIGHTS[:2])
         raise UsageError(f"{option} {folder}: no weights file ({names}): the download is "
                          "incomplete or the folder holds only a config")  # fmt: skip
