@@ -106,9 +106,9 @@ def generate(task: TranslationTask, model: FairseqModel, sample: Dict, argv: Seq
 def assert_hypos_equal(stock: List, el: List) -> float:
     """Identical tokens, scores within SCORE_TOL; returns the max score difference."""
     max_diff = 0.0
-    assert len(stock) == len(el)
+    assert len(stock) == len(el) and stock, f"{len(stock)} vs {len(el)} sentences"
     for i, (hs, he) in enumerate(zip(stock, el)):
-        assert len(hs) == len(he), f"sentence {i}: {len(hs)} vs {len(he)} hypotheses"
+        assert len(hs) == len(he) and hs, f"sentence {i}: {len(hs)} vs {len(he)} hypotheses"
         for j, (a, b) in enumerate(zip(hs, he)):
             assert torch.equal(a["tokens"], b["tokens"]), (
                 f"sentence {i} hypothesis {j}: stock {a['tokens'].tolist()} "
