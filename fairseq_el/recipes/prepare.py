@@ -19,6 +19,7 @@ from fairseq import options
 from fairseq_cli import preprocess
 
 from fairseq_el import manifest
+from fairseq_el.errors import UserError
 from fairseq_el.files import sha256, write_text
 from fairseq_el.paths import BPE_DIR
 from fairseq_el.recipes.bpe import GPT2BPE
@@ -46,7 +47,7 @@ class SplitReport:
         return f"{self.split}: {self.examples} examples; {cuts}"
 
 
-class DictionaryMismatchError(ValueError):
+class DictionaryMismatchError(UserError, ValueError):
     """BPE symbols missing from the dictionary: the wrong dict.txt for GPT-2 BPE."""
 
 
