@@ -87,8 +87,13 @@ def encoder_output_bytes(
     tensor = src_len * rows * dims.encoder_dim * dims.dtype_bytes
     row_sentence = 8 * batch * hyps if attention.el else 0
     embedding = 0 if attention.el else tensor
-    return {"encoder_out": tensor, "encoder_embedding": embedding, "padding_mask": rows * src_len,
-            "src_lengths": 4 * rows, "row_sentence": row_sentence}  # fmt: skip
+    return {
+        "encoder_out": tensor,
+        "encoder_embedding": embedding,
+        "padding_mask": rows * src_len,
+        "src_lengths": 4 * rows,
+        "row_sentence": row_sentence,
+    }
 
 
 def cross_cache_bytes(dims: Dims, rows: int, src_len: int) -> int:

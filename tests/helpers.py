@@ -55,11 +55,9 @@ def stock_and_el(
 def make_batch(dictionary: Dictionary, lengths: Sequence[int], seed: int = 0) -> Dict:
     """A collated translation batch with sources of the given lengths (left-padded, as fairseq)."""
     gen = torch.Generator().manual_seed(seed)
-    srcs = [
-        torch.cat([torch.randint(dictionary.nspecial, len(dictionary), (n,), generator=gen),
-                   torch.tensor([dictionary.eos()])])
-        for n in lengths
-    ]  # fmt: skip
+    low, high = dictionary.nspecial, len(dictionary)  # any symbol but the specials
+    words = [torch.randint(low, high, (n,), generator=gen) for n in lengths]
+    srcs = [torch.cat([w, torch.tensor([dictionary.eos()])]) for w in words]
     tgts = [s.flip(0)[1:].tolist() + [dictionary.eos()] for s in srcs]
     tgts = [torch.tensor(t) for t in tgts]
     dataset = LanguagePairDataset(
@@ -78,8 +76,9 @@ def copy_to(model: FairseqModel, device: str) -> FairseqModel:
     return copy.deepcopy(model).to(device)
 
 
-def train_step(model: FairseqModel, optimizer: torch.optim.Optimizer, sample: Dict,
-               pad: int) -> torch.Tensor:  # fmt: skip
+def train_step(
+    model: FairseqModel, optimizer: torch.optim.Optimizer, sample: Dict, pad: int
+) -> torch.Tensor:
     """One teacher-forced cross-entropy update of ``model`` on ``sample``; returns the loss."""
     logits, _ = model(**sample["net_input"])
     loss = torch.nn.functional.cross_entropy(

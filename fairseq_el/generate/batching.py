@@ -79,8 +79,9 @@ class ModelMemory:
         """Bytes beyond the weights, by part, for ``batch`` sentences (``per_pass``: sentences
         the encoder takes at a time, None for all)."""
         d = self.dims
-        state = state_bytes(self.variant, d, batch, hyps, src_len, positions,
-                            self.cached_projection)["total"]  # fmt: skip
+        state = state_bytes(
+            self.variant, d, batch, hyps, src_len, positions, self.cached_projection
+        )["total"]
         encoded = src_len * batch * d.encoder_dim * d.dtype_bytes
         encoder = self.encoder_bytes(min(batch, per_pass or batch), src_len) + encoded
         rows = batch * hyps
