@@ -28,6 +28,7 @@ from fairseq_el.generate.parts import PartStore, PartWriter, dumps
 from fairseq_el.generate.report import Progress, as_dict, describe, score, summary
 from fairseq_el.generate.runner import Generation, Stats
 from fairseq_el.generate.source import TOO_LONG, read_input, read_lines
+from fairseq_el.generate.verify import EXIT_DIFFERS, as_summary, verify
 from fairseq_el.paths import BPE_DIR
 from fairseq_el.usage import EXIT_USAGE, UsageError, entry_point
 
@@ -134,9 +135,17 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     result = summary(gathered, examples.count, len(plan.done), settings(args, gen, ranks))
     if references is not None:
         result["scores"] = score(output, args.references, args.metric)
+    verdict = None
+    if args.verify:
+        del gen, dataset  # the EL model's memory, before stock's is loaded
+        verdict = verify(args, raw, output)
+        result["verify"] = as_summary(verdict)
     summary_path = output.with_name(output.name + ".summary.json")
     write_json(summary_path, result)
     print(describe(result, output, summary_path), file=sys.stderr)
+    if verdict is not None and not verdict.passed:
+        print(f"{PROG}: --verify: {verdict.first_difference} ({verdict.rule})", file=sys.stderr)
+        raise SystemExit(EXIT_DIFFERS)
 
 
 def settings(args: argparse.Namespace, gen: Generation, ranks: ranks_mod.Ranks) -> dict:
@@ -152,7 +161,8 @@ def settings(args: argparse.Namespace, gen: Generation, ranks: ranks_mod.Ranks) 
 
 @entry_point(PROG)
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Console entry: exit 0 done, 2 bad input (one line, from rank 0), 130 interrupted."""
+    """Console entry: exit 0 done, 2 bad input (one line, from rank 0), 3 ``--verify`` found a
+    difference, 130 interrupted."""
     ranks = ranks_mod.from_env()
     output = None
     try:

@@ -127,6 +127,20 @@ def get_parser() -> argparse.ArgumentParser:
         "memory, shared by the ranks of a host on CPU)",
     )
     group.add_argument(
+        "--verify",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the run, generate the first N examples again with stock fairseq and "
+        "compare (summary: identical N/N, largest score difference); exit status 3 on a "
+        "difference (default: 0, off: it loads the model a second time)",
+    )
+    group.add_argument(
+        "--verify-sample",
+        action="store_true",
+        help="--verify N examples drawn with --seed instead of the first N",
+    )
+    group.add_argument(
         "--references",
         metavar="FILE",
         help="one reference per example, in input order: score the best "
@@ -295,6 +309,13 @@ def check(args: argparse.Namespace) -> None:
         raise UsageError("--batch-size auto and --max-tokens: give one of them")
     if args.max_memory is not None and args.max_memory <= 0:
         raise UsageError(f"--max-memory {args.max_memory}: must be > 0 GB")
+    if args.verify < 0:
+        raise UsageError(f"--verify {args.verify}: must be >= 0")
+    if args.verify and args.stock:
+        raise UsageError("--verify compares EL with stock fairseq; this run is --stock")
+    if args.verify and args.sampling and args.sampling_seed == "global":
+        raise UsageError("--verify with --sampling-seed global: its draws depend on the whole "
+                         "batch, so N examples alone cannot be drawn again")  # fmt: skip
     if args.fp16 and args.bf16:
         raise UsageError("--fp16 and --bf16: give one of them")
     global_sampling = args.sampling and args.sampling_seed == "global"

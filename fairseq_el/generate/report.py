@@ -105,6 +105,12 @@ def describe(summary_: Dict[str, Any], output: Path, summary_path: Optional[Path
     if "scores" in s:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in s["scores"].items() if k != "references")
         lines.append(f"scores against {s['scores']['references']}: {shown}")
+    if "verify" in s:
+        v = s["verify"]
+        verdict = "passed" if v["passed"] else "FAILED"
+        lines.append(f"verify: {v['identical']}/{v['examples']} identical hypotheses vs stock "
+                     f"fairseq, largest score difference {v['max_score_diff']:.2e}: {verdict} "
+                     f"({v['rule']})")  # fmt: skip
     if summary_path is not None:
         lines.append(f"summary: {summary_path}")
     return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""``--verify N``: the output's first N examples generated again with stock fairseq: passes on
+EL (identical N/N), fails with exit status 3 naming the first differing example when the stock
+model is planted a difference. In-process runs of ``main`` on ``test_generate``'s tiny BART."""
+
+import json
+
+import pytest
+import torch
+from test_generate import (
+    COMMON,
+    records,
+    work,  # noqa: F401  (the module's fixture)
+)
+
+from fairseq_el.generate import verify as verify_mod
+from fairseq_el.generate.cli import main
+from fairseq_el.generate.verify import FP32_SCORE_TOL, half_ulp, within_rule
+
+BEAM = ["--beam", "3", "--nbest", "2", "--batch-size", "4"]
+
+
+def argv(work, out):  # noqa: F811
+    return [str(work), "--path", str(work / "model.pt"), *COMMON, *BEAM, "--verify", "3",
+            "--output", str(out)]  # fmt: skip
+
+
+def test_verify_passes_on_el(work, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "v.jsonl"
+    main(argv(work, out))
+    summary = json.loads(out.with_name("v.jsonl.summary.json").read_text())["verify"]
+    assert summary["passed"] and summary["examples"] == 3 and summary["identical"] == 3
+    assert summary["ids"] == [0, 1, 2] and summary["max_score_diff"] <= FP32_SCORE_TOL
+    assert "verify: 3/3 identical hypotheses vs stock fairseq" in capsys.readouterr().err
+    assert len(records(out)) == 8
+
+
+def test_verify_fails_on_a_planted_difference(work, tmp_path, capsys, monkeypatch):  # noqa: F811
+    class Planted(verify_mod.Generation):
+        def __init__(self, args, ranks):
+            super().__init__(args, ranks)
+            gen = torch.Generator().manual_seed(0)
+            with torch.no_grad():  # the stock model is not the one EL ran: a planted bug
+                for p in self.models[0].decoder.parameters():
+                    p.add_(torch.randn(p.shape, generator=gen))
+
+    monkeypatch.setattr(verify_mod, "Generation", Planted)
+    out = tmp_path / "p.jsonl"
+    with pytest.raises(SystemExit) as exit_:
+        main(argv(work, out))
+    assert exit_.value.code == verify_mod.EXIT_DIFFERS
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fairseq-el-generate: --verify: example 0, hypothesis 1: EL "), err
+    summary = json.loads(out.with_name("p.jsonl.summary.json").read_text())["verify"]
+    assert not summary["passed"] and summary["identical"] < 3
+
+
+def test_low_precision_rule():
+    assert half_ulp("fp16", 1.0) == 2**-11 and half_ulp("bf16", -3.0) == 2**-7
+    assert within_rule(stock=-1.10, el=-1.15, reference=-1.0, dtype="fp16")
+    assert not within_rule(stock=-1.01, el=-1.5, reference=-1.0, dtype="bf16")
