@@ -4,6 +4,7 @@ import json
 import resource
 import sys
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -84,8 +85,27 @@ def score(output: Path, references: str, metric: str) -> Dict[str, Any]:
         records = [json.loads(line) for line in f]
     best = [r["hypotheses"][0]["text"] if r["hypotheses"] else "" for r in records]
     if metric == "bleu":
-        return {"bleu": bleu(best, refs), "references": references}
-    return {**rouge(best, refs), "references": references}
+        return {"bleu": bleu(best, refs), "references": references, "scorer": scorer(metric)}
+    return {**rouge(best, refs), "references": references, "scorer": scorer(metric)}
+
+
+def scorer(metric: str) -> Dict[str, str]:
+    """What produced the scores: implementation, version and settings (docs/generate.md says
+    how they relate to files2rouge, the paper's scorer)."""
+    if metric == "bleu":
+        import sacrebleu
+        from sacrebleu.metrics import BLEU
+
+        # fairseq_el.metrics.bleu is sacrebleu.corpus_bleu with these settings, one reference
+        signature = BLEU(tokenize="13a")
+        signature.corpus_score(["a"], [["a"]])
+        return {"implementation": "sacrebleu", "version": sacrebleu.__version__,
+                "signature": str(signature.get_signature()),
+                "settings": "corpus BLEU, detokenized text, one reference each"}  # fmt: skip
+    return {"implementation": "rouge-score", "version": version("rouge-score"),
+            "settings": "F1 x 100, plain mean over examples (no bootstrap); Porter stemming; "
+                        "no stopword removal; rougeLsum on sentences split by "
+                        "fairseq_el.metrics.split_sentences (not nltk), one per line"}  # fmt: skip
 
 
 def describe(summary_: Dict[str, Any], output: Path, summary_path: Optional[Path]) -> str:
@@ -103,8 +123,12 @@ def describe(summary_: Dict[str, Any], output: Path, summary_path: Optional[Path
     if s["truncated_sources"]:
         lines.append(f"{s['truncated_sources']} sources truncated (--truncate-source)")
     if "scores" in s:
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in s["scores"].items() if k != "references")
-        lines.append(f"scores against {s['scores']['references']}: {shown}")
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in s["scores"].items()
+                          if k not in ("references", "scorer"))  # fmt: skip
+        by = s["scores"]["scorer"]
+        how = by.get("signature") or by["settings"]
+        lines.append(f"scores against {s['scores']['references']}: {shown} "
+                     f"({by['implementation']} {by['version']}: {how})")  # fmt: skip
     if "verify" in s:
         v = s["verify"]
         verdict = "passed" if v["passed"] else "FAILED"

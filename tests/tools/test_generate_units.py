@@ -140,3 +140,21 @@ def test_auto_batch_state_measured_within_the_budget(arch):
     decoding = p["decoding"] - p["state"] + meter.peak["total"]
     assert p["weights"] + max(p["encoding"], decoding) <= budget
     assert auto.peak(batch + 1, bucket) > budget  # the largest that fits
+
+
+def test_scores_name_their_scorer(tmp_path):
+    """The summary's scores say which implementation, version and settings made them."""
+    from fairseq_el.generate.report import score
+
+    out, refs = tmp_path / "o.jsonl", tmp_path / "refs.txt"
+    out.write_text(record(0) + "\n" + dumps({"id": 1, "hypotheses": [], "skipped": "x"}) + "\n")
+    refs.write_text("t0 here. Two.\nskipped\n")
+    rouge = score(out, str(refs), "rouge")
+    assert rouge["scorer"]["implementation"] == "rouge-score" and rouge["scorer"]["version"]
+    assert (
+        "Porter stemming" in rouge["scorer"]["settings"]
+        and "rougeLsum" in rouge["scorer"]["settings"]
+    )
+    assert 0 < rouge["rouge1"] < 100
+    bleu = score(out, str(refs), "bleu")
+    assert bleu["scorer"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
