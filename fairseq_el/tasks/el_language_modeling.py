@@ -7,8 +7,10 @@ full-sequence pass, once per sentence: it keeps the log-probabilities the genera
 at those steps (each hypothesis row reads its sentence's, through a row -> sentence map that is
 all a reorder touches), and fills each self-attention's incremental cache by calling that module
 once on the whole block, repeated for the hypotheses (so each attention, stock, EL or
-grouped-query, writes its cache in its own layout). Prompts of different lengths: the shortest
-one sets the shared block; the rest is forced step by step, as upstream does.
+grouped-query, writes its cache in its own layout). It also records the run's hypotheses per
+sentence for the caches (a decoder-only model cannot read them off an encoder), so they reorder
+by ancestry instead of copying as under ``--task language_modeling``. Prompts of different
+lengths: the shortest one sets the shared block; the rest is forced step by step, as upstream does.
 """
 
 import math
@@ -20,6 +22,8 @@ from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 from torch import Tensor
+
+from fairseq_el.attention.cache import set_hypotheses
 
 IncrementalStates = List[Dict[str, Dict[str, Optional[Tensor]]]]
 
@@ -33,10 +37,15 @@ class PromptEnsembleModel(EnsembleModel):
         self.shared = 0  # prompt tokens every sentence of the batch forces (read once per batch)
         self.prefilled: Optional[Tensor] = None  # (B, P, V) log-probs of steps 0 .. P-1
         self.row_sentence: Optional[Tensor] = None  # (rows,) sentence of every hypothesis row
+        self.sentences = 0  # sentences of the batch being generated (0: not known)
 
     def forward_decoder(self, tokens, encoder_outs, incremental_states, temperature: float = 1.0):
         step = tokens.size(1) - 1
         if step == 0:
+            if self.sentences and tokens.size(0) % self.sentences == 0:
+                # k hypotheses per sentence, for the caches: reordered by ancestry, not copied
+                for state in incremental_states:
+                    set_hypotheses(state, tokens.size(0) // self.sentences)
             self._prefill(tokens, incremental_states, temperature)
         if self.prefilled is not None and step < self.prefilled.size(1):
             assert self.row_sentence is not None
@@ -115,6 +124,7 @@ class PromptSequenceGenerator(SequenceGenerator):
     def generate(self, models, sample, **kwargs):
         prompt = kwargs.get("prefix_tokens")
         self.model.prompt, self.model.shared = prompt, 0
+        self.model.sentences = sample["net_input"]["src_tokens"].size(0)
         if prompt is not None and not self.model.has_encoder():
             # the shared prompt length sets the shapes of the one-pass block: one host read per
             # batch, here, before decoding; the steps themselves read nothing from the device
@@ -124,7 +134,7 @@ class PromptSequenceGenerator(SequenceGenerator):
             return super().generate(models, sample, **kwargs)
         finally:
             self.model.prompt = self.model.prefilled = self.model.row_sentence = None
-            self.model.shared = 0
+            self.model.shared = self.model.sentences = 0
 
 
 @dataclass
