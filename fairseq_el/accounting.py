@@ -19,6 +19,7 @@ from torch import nn
 from fairseq_el.attention.cache import capacity
 
 # The parts of the decoding state counted separately.
+GIB = 1 << 30  # bytes in a GiB: memory options are given in GiB
 PARTS = ("encoder_out", "encdec_cache", "self_cache", "other")
 
 

@@ -10,14 +10,13 @@ of the same comparison on a GPU (:mod:`fairseq_el.bench.analytic`), whose memory
 import dataclasses
 from typing import Callable, Dict, List, Sequence
 
+from fairseq_el.accounting import GIB
 from fairseq_el.bench import analytic
 from fairseq_el.bench.models import build_variant
 from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.shapes import Config
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, weight_bytes
 from fairseq_el.tables import markdown_table
-
-GIB = 1 << 30
 
 
 def chosen_batch(config: Config, variant: str, budget_bytes: int) -> Dict[str, int]:

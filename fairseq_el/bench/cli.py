@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from fairseq_el.accounting import GIB
 from fairseq_el.bench.analytic import model_size
 from fairseq_el.bench.environment import environment, load
 from fairseq_el.bench.models import VARIANTS
@@ -46,8 +47,6 @@ from fairseq_el.usage import (
     output_path,
     read_text,
 )
-
-GIB = 1 << 30
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -298,7 +298,7 @@ def gqa_study_main(argv: Optional[List[str]] = None) -> None:
     """The same study (budget) again in ``--out-dir`` reuses the data, trainings and rows it has
     (an interrupted step is redone); another budget is refused unless ``--overwrite``.
     ``results.jsonl`` is rewritten after each row; the table is printed at the end."""
-    from fairseq_el.recipes.gqa_study import VARIANTS, Budget, format_table, run_study
+    from fairseq_el.recipes.gqa_study import KV_LAYOUTS, Budget, format_table, run_study
 
     p = Parser(
         prog="fairseq-el-gqa-study",
@@ -310,8 +310,8 @@ def gqa_study_main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--max-update", type=int, help="training updates of every variant")
     p.add_argument(
         "--variants",
-        default=",".join(v.name for v in VARIANTS),
-        help=f"comma-separated subset of {[v.name for v in VARIANTS]}",
+        default=",".join(v.name for v in KV_LAYOUTS),
+        help=f"comma-separated subset of {[v.name for v in KV_LAYOUTS]}",
     )
     p.add_argument("--data-root", type=Path, help=DATA_ROOT_HELP)
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
@@ -321,7 +321,7 @@ def gqa_study_main(argv: Optional[List[str]] = None) -> None:
     budget = Budget.quick() if args.quick else Budget()
     if args.max_update is not None:
         budget = Budget(**{**budget.__dict__, "max_update": args.max_update})
-    by_name = {v.name: v for v in VARIANTS}
+    by_name = {v.name: v for v in KV_LAYOUTS}
     unknown = [name for name in args.variants.split(",") if name not in by_name]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {list(by_name)}")

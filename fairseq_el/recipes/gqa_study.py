@@ -239,7 +239,7 @@ def score(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
     return {"bleu": scoring.bleu(hyps, refs, tokenize="none"), "rougeL": rouge_l}
 
 
-VARIANTS = (Variant("mha", None), Variant("mqa", 1), Variant("gqa2", 2))
+KV_LAYOUTS = (Variant("mha", None), Variant("mqa", 1), Variant("gqa2", 2))
 
 
 def decodings(variants: Iterable[Variant]) -> List[Decoding]:
