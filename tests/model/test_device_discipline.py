@@ -16,15 +16,6 @@ from typing import Callable, Dict, List, Sequence
 
 import pytest
 import torch
-from discipline import (
-    FACTORY,
-    FAIRSEQ_EL,
-    STEP,
-    SYNC,
-    Discipline,
-    DisciplineError,
-    legacy_constructor_calls,
-)
 from fairseq import options
 from fairseq.data import Dictionary, data_utils, indexed_dataset
 
@@ -41,6 +32,15 @@ from fairseq_el.testing import (
     tiny_lm_args,
 )
 
+from discipline import (
+    FACTORY,
+    FAIRSEQ_EL,
+    STEP,
+    SYNC,
+    Discipline,
+    DisciplineError,
+    legacy_constructor_calls,
+)
 from helpers import assert_hypos_equal, exit_code, generate, make_batch
 
 DATA_DIR = Path(fairseq_el.__file__).parent / "data"
