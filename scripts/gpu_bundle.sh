@@ -9,7 +9,8 @@
 #   imports). Its setup.py imports `torch.utils.cpp_extension` unconditionally, so the build
 #   venv gets a stand-in module (build/gpu-bundle-stub/) that drops those extensions instead of
 #   a multi-GB torch; the numpy/cython extensions (libbleu, data_utils_fast,
-#   token_block_utils_fast) are built as usual.
+#   token_block_utils_fast) are built as usual. Its copy of fairseq's examples/ (10 MB of data
+#   files of other projects; nothing imports them) is taken out of the wheel.
 # - what fairseq and fairseq-el import at generation and what the check runs (REQUIREMENTS),
 #   with their dependencies, as wheels for that Python (sdists such as antlr4 and rouge-score
 #   are built into wheels); numpy and torch are removed: they are the GPU machine's own.
@@ -21,10 +22,12 @@ PYTHON=${PYTHON:-python3.12}
 BUNDLE=${BUNDLE:-gpu-bundle}
 LIMIT_MIB=64
 FAIRSEQ="fairseq-fixed==0.12.3.1"
-# fairseq-fixed's install_requires less torch, torchaudio, scikit-learn, numpy (not imported at
-# generation), cython and cffi (build-time / unused); fairseq-el's own; pytest for the tiers.
+# fairseq-fixed's install_requires less torch and numpy (the GPU machine's), torchaudio (imported
+# only by speech code, lazily), cython and cffi (build-time / unused); scikit-learn and scipy
+# stay: `import fairseq` imports them (its audio-classification task, sentence-prediction
+# criterion). fairseq-el's own; pytest for the parity tiers.
 REQUIREMENTS=(
-    "hydra-core==1.3.2" "omegaconf==2.3.0" bitarray regex packaging tqdm
+    "hydra-core==1.3.2" "omegaconf==2.3.0" bitarray regex packaging tqdm scikit-learn scipy
     "sacrebleu>=2.0" "rouge-score>=0.1.2" "PyYAML>=5.1"
     "pytest>=7"
 )
@@ -80,7 +83,12 @@ mkdir -p "$BUNDLE"
 # --no-cache-dir: pip would otherwise reuse a fairseq wheel it built earlier against another
 # numpy (and with torch), e.g. the one `make setup` built
 env -u CUDA_HOME PYTHONPATH="$PWD/$STUB" "${PIP[@]}" wheel -q --no-cache-dir --no-deps \
-    --no-build-isolation -w "$BUNDLE" "$FAIRSEQ"
+    --no-build-isolation -w "$BUILD/fairseq" "$FAIRSEQ"
+rm -rf "$BUILD/unpacked"
+"$BUILD/bin/python" -m wheel unpack -d "$BUILD/unpacked" "$BUILD"/fairseq/fairseq_fixed-*.whl
+rm -rf "$BUILD"/unpacked/*/fairseq/examples
+"$BUILD/bin/python" -m wheel pack -d "$BUNDLE" "$BUILD"/unpacked/*
+rm -rf "$BUILD/fairseq" "$BUILD/unpacked"
 "${PIP[@]}" wheel -q --no-deps --no-build-isolation -w "$BUNDLE" .
 "${PIP[@]}" wheel -q -w "$BUNDLE" "${REQUIREMENTS[@]}"
 rm -f "$BUNDLE"/numpy-*.whl

@@ -34,6 +34,7 @@ section, so a run cut short keeps what it finished.
 import argparse
 import dataclasses
 import gc
+import logging
 import re
 import subprocess
 import sys
@@ -55,6 +56,7 @@ from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.runner import hypotheses, memory_now_and_peak, memory_reset, scores
 from fairseq_el.bench.shapes import PRESETS, SHAPES, Config
 from fairseq_el.files import write_json, write_text
+from fairseq_el.generate import batching
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, default_budget, weight_bytes
 from fairseq_el.tables import markdown_table
 from fairseq_el.testing import generation_args
@@ -76,6 +78,7 @@ SETTINGS = ("squad-qg", "xsum", "cnndm")  # the paper's three, as shapes.PRESETS
 # the paper's order (beam, greedy, diverse).
 SEARCHES = ("greedy", "beam", "diverse")
 SHOWN = ("beam", "greedy", "diverse")
+WEIGHTS = {"beam": 2, "greedy": 1, "diverse": 1}  # the table's time, by search: beam first
 BEAM = 4
 DTYPE = "fp16"
 SMOKE_SHAPES = {"transformer-big": "tiny-transformer", "bart-large": "tiny-bart"}
@@ -261,13 +264,16 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def generate(model, task, config: Config, count_syncs: bool = False) -> Dict:
+def generate(model, task, config: Config, pilot: bool = False) -> Dict:
     """One generation of ``config.batch`` synthetic sources by fairseq's path (as
-    fairseq-generate calls it): synchronised seconds, peak memory, tokens, scores; host syncs."""
+    fairseq-generate calls it): synchronised ``seconds``, ``wall`` (with the sources' making and
+    the results' reading: what the next batch is planned by), peak memory; a ``pilot`` also
+    counts host syncs and keeps the tokens and scores."""
+    wall = time.perf_counter()
     dictionary = task.source_dictionary
     sample = synthetic_sample(config, len(dictionary), dictionary.eos(), lm=False)
     generator = task.build_generator([model], generation_args(config.generation_argv()))
-    syncs = HostSyncs(generator.model, config.device) if count_syncs else None
+    syncs = HostSyncs(generator.model, config.device) if pilot else None
     memory_reset(config.device)
     torch.manual_seed(config.seed)
     _synchronize(config.device)
@@ -276,15 +282,18 @@ def generate(model, task, config: Config, count_syncs: bool = False) -> Dict:
         out = task.inference_step(generator, [model], sample)
     _synchronize(config.device)
     seconds = time.perf_counter() - start
-    return {"batch": config.batch, "seconds": seconds, "samples_per_s": config.batch / seconds,
-            "peak_memory_mib": memory_now_and_peak(config.device)["peak_memory_mib"],
-            "tokens": hypotheses(out), "scores": scores(out),
-            "syncs": syncs.report() if syncs else None}  # fmt: skip
+    run = {"batch": config.batch, "seconds": seconds, "samples_per_s": config.batch / seconds,
+           "peak_memory_mib": memory_now_and_peak(config.device)["peak_memory_mib"]}  # fmt: skip
+    if pilot:
+        run.update(tokens=hypotheses(out), scores=scores(out), syncs=syncs.report())
+    del out, sample
+    return {**run, "wall": time.perf_counter() - wall}
 
 
-def memory_batch(model, config: Config) -> int:
+def memory_batch(model, config: Config) -> Tuple[int, str]:
     """The largest batch the memory model fits in 90% of the free device memory (CPU: of the
-    available host memory); sets the EL encoder's sentences per pass as ``--batch-size auto``."""
+    available host memory), and its account; sets the EL encoder's sentences per pass as
+    ``--batch-size auto`` does."""
     memory = ModelMemory.of(model)
     weights = weight_bytes([model])
     budget = default_budget(torch.device(config.device), weights, 1)
@@ -293,7 +302,8 @@ def memory_batch(model, config: Config) -> int:
     bucket = auto.bucket(config.src_len)
     if memory.el:
         model.encoder.sentences_per_pass = auto.per_pass(memory, bucket)
-    return auto.batch(bucket)
+    batch = auto.batch(bucket)
+    return batch, auto.explain(bucket, batch)
 
 
 def compare(run: Dict, reference: Dict) -> Dict:
@@ -305,33 +315,40 @@ def compare(run: Dict, reference: Dict) -> Dict:
     return {"identical": f"{same}/{len(pairs)}", "max_score_diff": diff}
 
 
+def next_batch(last: Dict, limit: int, left: float) -> Optional[int]:
+    """The batch to run after ``last``, or None when the time ``left`` allows no worthwhile one:
+    at most :data:`GROWTH` times larger, and no larger than time linear in the batch through
+    ``last``'s wall time says fits (an upper bound: a fixed cost per run only helps)."""
+    batch = min(limit, GROWTH * last["batch"], int(left / last["wall"] * last["batch"]))
+    return batch if batch >= limit or batch >= 1.25 * last["batch"] else None
+
+
 def table_row(built, config: Config, variant: str, deadline: float, max_batch: int,
               pilot: int, reference: Optional[Dict]) -> Tuple[Dict, Dict]:  # fmt: skip
-    """One row: the pilot (syncs, tokens against ``reference``), then batches x4 up to the
-    memory model's batch while the predicted time fits ``deadline``. Returns the row and the
-    pilot run (stock's is the reference of its setting and search)."""
+    """One row: the pilot (syncs, tokens against ``reference``), then batches up to x4 larger
+    (:func:`next_batch`) up to the memory model's batch while the predicted time fits
+    ``deadline``. Returns the row and the pilot run (stock's is its setting's reference)."""
     model, _ = built
-    fits = memory_batch(model, config)
+    fits, account = memory_batch(model, config)
     limit = min(fits, max_batch)
-    row: Dict = {"variant": variant, "memory_batch": fits}
+    row: Dict = {"variant": variant, "memory_batch": fits, "memory_model": account}
     if limit < 1:
         return {**row, "stopped": "memory: not one sentence fits"}, {}
-    first = generate(*built, dataclasses.replace(config, batch=min(pilot, limit)), True)
+    first = generate(*built, dataclasses.replace(config, batch=min(pilot, limit)), pilot=True)
     row["syncs"] = first["syncs"]
     if reference:
         row.update(compare(first, reference))
     else:
         row["identical"] = "reference" if variant.startswith("stock") else "no stock run"
-    best, stopped = first, None
+    best, timed, stopped = first, [], None
     while best["batch"] < limit:
-        left = TIME_SHARE * (deadline - time.perf_counter())
-        # time is at most linear in the batch from a measured one (a fixed cost only helps)
-        batch = min(limit, GROWTH * best["batch"], int(left / best["seconds"] * best["batch"]))
-        if batch < 1.25 * best["batch"] and batch < limit:
+        batch = next_batch(best, limit, TIME_SHARE * (deadline - time.perf_counter()))
+        if batch is None:
             stopped = "time"
             break
         try:
             best = generate(*built, dataclasses.replace(config, batch=batch))
+            timed.append((batch, best["wall"]))
         except OOM:
             row["out_of_memory_at"] = batch
             limit = max(best["batch"], int(0.8 * batch))
@@ -342,18 +359,21 @@ def table_row(built, config: Config, variant: str, deadline: float, max_batch: i
         stopped = "memory" if limit == fits else "--max-batch"
     row.update({k: best[k] for k in ("batch", "seconds", "samples_per_s", "peak_memory_mib")})
     row["stopped"] = stopped
+    row["runs"] = [{"batch": b, "wall_seconds": round(t, 3)} for b, t in timed]
     return row, first
 
 
 def paper_table(configs: Dict[str, Config], deadline: float, max_batch: int, pilot: int,
                 on_row=lambda rows: None) -> List[Dict]:  # fmt: skip
     """Every setting x search x variant; models built once per shape and variant. Rows share the
-    time to ``deadline`` equally (what one leaves goes to the next)."""
+    time to ``deadline`` by :data:`WEIGHTS` (what one leaves goes to the next)."""
     rows: List[Dict] = []
     shapes = list(dict.fromkeys(c.shape for c in configs.values()))
     plan = [(shape, variant) for shape in shapes
             for variant in (stock_variant(shape), "el", "el-sa")]  # fmt: skip
-    todo = sum(c.shape == shape for shape, _ in plan for c in configs.values()) * len(SEARCHES)
+    todo = sum(c.shape == shape for shape, _ in plan for c in configs.values()) * sum(
+        WEIGHTS.values()
+    )
     references: Dict[Tuple[str, str], Dict] = {}
     for shape, variant in plan:
         settings = [(name, c) for name, c in configs.items() if c.shape == shape]
@@ -365,8 +385,8 @@ def paper_table(configs: Dict[str, Config], deadline: float, max_batch: int, pil
             for name, config in settings:
                 base = {"setting": name, "search": search, "shape": shape, "src_len":
                         config.src_len, "steps": config.steps}  # fmt: skip
-                share = (deadline - time.perf_counter()) / todo
-                todo -= 1
+                share = (deadline - time.perf_counter()) * WEIGHTS[search] / todo
+                todo -= WEIGHTS[search]
                 if built is None or share <= 0:
                     rows.append({**base, "variant": variant, "stopped": "time: not run"})
                     continue
@@ -499,6 +519,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.smoke:
         torch.set_num_threads(1)
+    logging.getLogger(batching.__name__).setLevel(logging.WARNING)  # each row records its account
     pilot, max_batch = (2, min(args.max_batch, 4)) if args.smoke else (PILOT, args.max_batch)
     record: Dict = {"mode": "smoke (CPU)" if args.smoke else "full (CUDA)", "smoke": args.smoke,
                     "env": environment(device), "budget_seconds": args.budget_seconds,
