@@ -75,9 +75,17 @@ class AttentionBase(MultiheadAttention):
         need_head_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         call = AttentionCall(
-            query, key, value, key_padding_mask, incremental_state, need_weights, static_kv,
-            attn_mask, before_softmax, need_head_weights,
-        )  # fmt: skip
+            query,
+            key,
+            value,
+            key_padding_mask,
+            incremental_state,
+            need_weights,
+            static_kv,
+            attn_mask,
+            before_softmax,
+            need_head_weights,
+        )
         return self.attend(call)
 
     def reorder_incremental_state(
@@ -93,8 +101,14 @@ class AttentionBase(MultiheadAttention):
     def attend(self, call: AttentionCall) -> Tuple[Tensor, Optional[Tensor]]:
         """Attention for ``call``: here, fairseq's own ``MultiheadAttention.forward``."""
         return super().forward(
-            call.query, call.key, call.value, key_padding_mask=call.key_padding_mask,
-            incremental_state=call.incremental_state, need_weights=call.need_weights,
-            static_kv=call.static_kv, attn_mask=call.attn_mask,
-            before_softmax=call.before_softmax, need_head_weights=call.need_head_weights,
-        )  # fmt: skip
+            call.query,
+            call.key,
+            call.value,
+            key_padding_mask=call.key_padding_mask,
+            incremental_state=call.incremental_state,
+            need_weights=call.need_weights,
+            static_kv=call.static_kv,
+            attn_mask=call.attn_mask,
+            before_softmax=call.before_softmax,
+            need_head_weights=call.need_head_weights,
+        )

@@ -50,10 +50,18 @@ class GroupedQueryAttention(AttentionBase):
                 f"divisible by kv_heads; got num_heads={num_heads}, kv_heads={kv_heads}"
             )
         super().__init__(
-            embed_dim, num_heads, kdim=kdim, vdim=vdim, dropout=dropout, bias=bias,
-            self_attention=self_attention, encoder_decoder_attention=encoder_decoder_attention,
-            q_noise=q_noise, qn_block_size=qn_block_size, in_place_cache=in_place_cache,
-        )  # fmt: skip
+            embed_dim,
+            num_heads,
+            kdim=kdim,
+            vdim=vdim,
+            dropout=dropout,
+            bias=bias,
+            self_attention=self_attention,
+            encoder_decoder_attention=encoder_decoder_attention,
+            q_noise=q_noise,
+            qn_block_size=qn_block_size,
+            in_place_cache=in_place_cache,
+        )
         self.kv_heads = kv_heads
         if kv_heads != num_heads:
             if self_attention and not self.in_place_cache:

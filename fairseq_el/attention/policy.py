@@ -62,8 +62,9 @@ def roofline_seconds(flops: float, nbytes: float, flops_per_s: float, bytes_per_
     return max(flops / flops_per_s, nbytes / bytes_per_s)
 
 
-def cross_attention_work(rows: int, sentences: int, src_len: int, embed_dim: int, kdim: int,
-                         heads: int, elem: int) -> Dict[str, Tuple[float, float]]:  # fmt: skip
+def cross_attention_work(
+    rows: int, sentences: int, src_len: int, embed_dim: int, kdim: int, heads: int, elem: int
+) -> Dict[str, Tuple[float, float]]:
     """(FLOPs, bytes) of one layer's encoder-decoder attention at one decoding step.
 
     ``el``: expanded queries against the shared (S, C) encoder output of each sentence (H times
@@ -82,8 +83,16 @@ def cross_attention_work(rows: int, sentences: int, src_len: int, embed_dim: int
     }
 
 
-def step_seconds(hw: Hardware, rows: int, sentences: int, src_len: int, embed_dim: int,
-                 kdim: int, heads: int, elem: int) -> Tuple[float, float]:  # fmt: skip
+def step_seconds(
+    hw: Hardware,
+    rows: int,
+    sentences: int,
+    src_len: int,
+    embed_dim: int,
+    kdim: int,
+    heads: int,
+    elem: int,
+) -> Tuple[float, float]:
     """Roofline seconds of one decoding step of one layer: (EL, cached projection)."""
     work = cross_attention_work(rows, sentences, src_len, embed_dim, kdim, heads, elem)
     el_flops, el_bytes = work["el"]
@@ -122,8 +131,13 @@ class ELPolicy:
         budget = options.memory_budget
         return cls(options.policy, None if budget is None else budget * 1e9)
 
-    def use_el(self, attention, incremental_state: Dict[str, Dict[str, Optional[Tensor]]],
-               query: Tensor, key: Tensor) -> bool:  # fmt: skip
+    def use_el(
+        self,
+        attention,
+        incremental_state: Dict[str, Dict[str, Optional[Tensor]]],
+        query: Tensor,
+        key: Tensor,
+    ) -> bool:
         """Whether ``attention`` runs EL for this call (only asked when it holds no cache)."""
         if self.mode != "auto":
             return self.mode == "el"
@@ -136,8 +150,16 @@ class ELPolicy:
         if self._cached_bytes(incremental_state) + cache > budget:
             return True
         hw = measure_hardware(key.device, key.dtype)
-        el, cached = step_seconds(hw, rows, sentences, src_len, attention.embed_dim,
-                                  attention.kdim, attention.num_heads, elem)  # fmt: skip
+        el, cached = step_seconds(
+            hw,
+            rows,
+            sentences,
+            src_len,
+            attention.embed_dim,
+            attention.kdim,
+            attention.num_heads,
+            elem,
+        )
         return el <= cached
 
     def _cached_bytes(self, incremental_state: Dict[str, Dict[str, Optional[Tensor]]]) -> int:

@@ -25,8 +25,15 @@ def chosen_batch(config: Config, variant: str, budget_bytes: int) -> Dict[str, i
     model, _ = build_variant(config, variant)
     memory = ModelMemory.of(model)
     positions = model.max_decoder_positions()
-    auto = AutoBatch([memory], weight_bytes([model]), budget_bytes, config.hypotheses, 0.0,
-                     config.steps, positions)  # fmt: skip
+    auto = AutoBatch(
+        [memory],
+        weight_bytes([model]),
+        budget_bytes,
+        config.hypotheses,
+        0.0,
+        config.steps,
+        positions,
+    )
     bucket = auto.bucket(config.src_len)
     batch = auto.batch(bucket)
     per_pass = auto.per_pass(memory, bucket)
@@ -55,22 +62,33 @@ def fixed_budget_rows(
             options.append(f"el_encoder_batch={chosen['per_pass']}")
         at_batch = dataclasses.replace(config, batch=chosen["batch"], model_options=tuple(options))
         result = run(at_batch, variant)
-        rows.append({
-            "kind": "budget", "variant": variant, "budget_gib": budget_gib,
-            "batch": chosen["batch"], "encoder_per_pass": chosen["per_pass"],
-            "predicted_peak_mib": chosen["peak"] / (1 << 20),
-            "samples_per_s": result.get("samples_per_s"),
-            "peak_memory_mib": result.get("peak_memory_mib"),
-            "peak_memory_kind": result.get("peak_memory_kind"),
-            "tokens_sha1": result.get("tokens_sha1"), "config": dataclasses.asdict(at_batch),
-        })  # fmt: skip
+        rows.append(
+            {
+                "kind": "budget",
+                "variant": variant,
+                "budget_gib": budget_gib,
+                "batch": chosen["batch"],
+                "encoder_per_pass": chosen["per_pass"],
+                "predicted_peak_mib": chosen["peak"] / (1 << 20),
+                "samples_per_s": result.get("samples_per_s"),
+                "peak_memory_mib": result.get("peak_memory_mib"),
+                "peak_memory_kind": result.get("peak_memory_kind"),
+                "tokens_sha1": result.get("tokens_sha1"),
+                "config": dataclasses.asdict(at_batch),
+            }
+        )
     return rows
 
 
 def gpu_prediction(config: Config, variants: Sequence[str], gpu: str) -> Dict[str, Dict]:
     """The roofline model's batch and samples/s per variant on ``gpu`` at ``config``'s setting."""
-    work = analytic.Work(analytic.model_size(config.shape), config.src_len, config.hypotheses,
-                         config.steps, DTYPES[config.dtype].itemsize)  # fmt: skip
+    work = analytic.Work(
+        analytic.model_size(config.shape),
+        config.src_len,
+        config.hypotheses,
+        config.steps,
+        DTYPES[config.dtype].itemsize,
+    )
     out = {}
     for variant in variants:
         batch = analytic.fitting_batch(work, variant, analytic.GPUS[gpu])

@@ -126,17 +126,38 @@ def fairseq_lm_args(config: Any, data: str = "<none>") -> Any:
     # (the bare "transformer_lm" name does not get its arguments from fairseq's parser).
     arch = arch_for_dims(dims) or "transformer_lm_gpt"
     argv = [
-        data, "--task", "language_modeling", "--arch", arch,
-        "--decoder-embed-dim", str(config.n_embd), "--decoder-input-dim", str(config.n_embd),
-        "--decoder-output-dim", str(config.n_embd), "--decoder-ffn-embed-dim", str(ffn),
-        "--decoder-layers", str(config.n_layer), "--decoder-attention-heads", str(config.n_head),
-        "--decoder-normalize-before", "--decoder-learned-pos",
-        "--share-decoder-input-output-embed", "--no-scale-embedding",
-        "--activation-fn", activation(config),
-        "--max-target-positions", str(config.n_positions),
-        "--tokens-per-sample", str(config.n_positions),
-        "--dropout", str(config.resid_pdrop), "--attention-dropout", str(config.attn_pdrop),
-    ]  # fmt: skip
+        data,
+        "--task",
+        "language_modeling",
+        "--arch",
+        arch,
+        "--decoder-embed-dim",
+        str(config.n_embd),
+        "--decoder-input-dim",
+        str(config.n_embd),
+        "--decoder-output-dim",
+        str(config.n_embd),
+        "--decoder-ffn-embed-dim",
+        str(ffn),
+        "--decoder-layers",
+        str(config.n_layer),
+        "--decoder-attention-heads",
+        str(config.n_head),
+        "--decoder-normalize-before",
+        "--decoder-learned-pos",
+        "--share-decoder-input-output-embed",
+        "--no-scale-embedding",
+        "--activation-fn",
+        activation(config),
+        "--max-target-positions",
+        str(config.n_positions),
+        "--tokens-per-sample",
+        str(config.n_positions),
+        "--dropout",
+        str(config.resid_pdrop),
+        "--attention-dropout",
+        str(config.attn_pdrop),
+    ]
     args = options.parse_args_and_arch(
         options.get_training_parser(default_task="language_modeling"), argv
     )
@@ -236,8 +257,12 @@ def convert_gpt2(hf_model: Any, dictionary: Optional[Dictionary] = None) -> Conv
     model = task.build_model(args).eval()
     keys = map_state(model, hf_state, expand(LAYER_KEYS, config.n_layer, key_map))
     extras = [dictionary[i] for i, r in enumerate(rows) if r is None]
-    dims = (args.decoder_embed_dim, args.decoder_layers, args.decoder_attention_heads,
-            args.decoder_ffn_embed_dim)  # fmt: skip
+    dims = (
+        args.decoder_embed_dim,
+        args.decoder_layers,
+        args.decoder_attention_heads,
+        args.decoder_ffn_embed_dim,
+    )
     summary = [
         f"GPT-2 -> fairseq transformer_lm (--arch {args.arch}; closest stock arch: "
         f"{arch_for_dims(dims) or 'none, dims differ'})",

@@ -106,7 +106,7 @@ def prepare_parser() -> argparse.ArgumentParser:
     p.add_argument("--dict", type=Path, default=BPE_DIR / "dict.txt", help="fairseq dict.txt")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    return p  # fmt: skip
+    return p
 
 
 @entry_point("fairseq-el-prepare")
@@ -129,9 +129,15 @@ def prepare_main(argv: Optional[List[str]] = None) -> None:
     splits = prepare.split_by_spec(pairs, args.splits)
     print(f"read {len(pairs)} {args.format} pairs; position limits {limits}", flush=True)
     prepare.prepare(
-        splits, args.out, limits["source"], limits["target"], args.bpe_dir, args.dict,
-        args.workers, args.overwrite,
-    )  # fmt: skip
+        splits,
+        args.out,
+        limits["source"],
+        limits["target"],
+        args.bpe_dir,
+        args.dict,
+        args.workers,
+        args.overwrite,
+    )
 
 
 # ---------------------------------------------------------------- fairseq-el-run-task
@@ -166,8 +172,9 @@ def run_task_main(argv: Optional[List[str]] = None) -> None:
     args = run_task_parser().parse_args(argv)
     config = task_config(args.config)
     check_run_task_args(args, config)
-    settings = runner.Settings(args.subset, args.variant, args.batch_size,
-                               True if args.cpu else None, args.dtype)  # fmt: skip
+    settings = runner.Settings(
+        args.subset, args.variant, args.batch_size, True if args.cpu else None, args.dtype
+    )
     common = dict(settings=settings, threads=args.threads, overwrite=args.overwrite)
     if args.compare:
         result = compare.compare(config, args.checkpoint, args.data, args.out, **common)
@@ -235,7 +242,7 @@ def finetune_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int)
     p.add_argument("--dry-run", action="store_true", help="print the command only")
-    return p  # fmt: skip
+    return p
 
 
 @entry_point("fairseq-el-finetune")

@@ -93,8 +93,9 @@ def run_task(
         checkpoint = finetune.train(argv, threads=threads)
         run.done(step, str(checkpoint))
     settings = runner.Settings(batch_size=32, dtype=dtype)
-    comparison = compare.compare(config, checkpoint, work / "data", work / "generate", settings,
-                                 threads)  # fmt: skip
+    comparison = compare.compare(
+        config, checkpoint, work / "data", work / "generate", settings, threads
+    )
     step = f"{task.name}/corpus"
     if not run.is_done(step):
         jsonl = corpus_generate(config, checkpoint, work / "data", work / "corpus", threads, dtype)
@@ -153,10 +154,12 @@ def run_scale(
         model, _, args = build_translation_model("bart_base", dictionary, seed=0)
         save_checkpoint(model, args, str(checkpoint))
     settings = runner.Settings(batch_size=examples, dtype=dtype)
-    comparison = compare.compare(config, checkpoint, work / "data", work / "generate", settings,
-                                 threads)  # fmt: skip
-    return finish("cnndm at bart_base size", "bart_base (140M), random weights", reports,
-                  comparison, start)  # fmt: skip
+    comparison = compare.compare(
+        config, checkpoint, work / "data", work / "generate", settings, threads
+    )
+    return finish(
+        "cnndm at bart_base size", "bart_base (140M), random weights", reports, comparison, start
+    )
 
 
 def finish(

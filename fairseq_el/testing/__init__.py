@@ -63,22 +63,49 @@ def build_language_model(
 def tiny_lm_args(layers: int = 2, dim: int = 16, heads: int = 4, ffn: int = 32) -> List[str]:
     """Command-line overrides that make any transformer_lm architecture tiny."""
     return [
-        "--decoder-layers", str(layers), "--decoder-embed-dim", str(dim),
-        "--decoder-ffn-embed-dim", str(ffn), "--decoder-attention-heads", str(heads),
-        "--decoder-input-dim", str(dim), "--decoder-output-dim", str(dim),
-        "--dropout", "0", "--attention-dropout", "0",
-    ]  # fmt: skip
+        "--decoder-layers",
+        str(layers),
+        "--decoder-embed-dim",
+        str(dim),
+        "--decoder-ffn-embed-dim",
+        str(ffn),
+        "--decoder-attention-heads",
+        str(heads),
+        "--decoder-input-dim",
+        str(dim),
+        "--decoder-output-dim",
+        str(dim),
+        "--dropout",
+        "0",
+        "--attention-dropout",
+        "0",
+    ]
 
 
 def tiny_args(layers: int = 2, dim: int = 16, heads: int = 4, ffn: int = 32) -> List[str]:
     """Command-line overrides that make any Transformer/BART architecture tiny."""
     return [
-        "--encoder-layers", str(layers), "--decoder-layers", str(layers),
-        "--encoder-embed-dim", str(dim), "--decoder-embed-dim", str(dim),
-        "--encoder-ffn-embed-dim", str(ffn), "--decoder-ffn-embed-dim", str(ffn),
-        "--encoder-attention-heads", str(heads), "--decoder-attention-heads", str(heads),
-        "--dropout", "0", "--attention-dropout", "0",
-    ]  # fmt: skip
+        "--encoder-layers",
+        str(layers),
+        "--decoder-layers",
+        str(layers),
+        "--encoder-embed-dim",
+        str(dim),
+        "--decoder-embed-dim",
+        str(dim),
+        "--encoder-ffn-embed-dim",
+        str(ffn),
+        "--decoder-ffn-embed-dim",
+        str(ffn),
+        "--encoder-attention-heads",
+        str(heads),
+        "--decoder-attention-heads",
+        str(heads),
+        "--dropout",
+        "0",
+        "--attention-dropout",
+        "0",
+    ]
 
 
 def generation_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -66,9 +66,13 @@ class Diffs:
         ref = ref.float()
         d_stock, d_el = (stock.float() - ref).abs(), (el.float() - ref).abs()
         return cls(
-            float(d_stock.max()), float(d_stock.mean()), float(d_el.max()), float(d_el.mean()),
-            half_ulp(dtype, float(ref.abs().max())), half_ulp(dtype, float(ref.abs().mean())),
-        )  # fmt: skip
+            float(d_stock.max()),
+            float(d_stock.mean()),
+            float(d_el.max()),
+            float(d_el.mean()),
+            half_ulp(dtype, float(ref.abs().max())),
+            half_ulp(dtype, float(ref.abs().mean())),
+        )
 
     def holds(self) -> bool:
         return (
@@ -129,8 +133,9 @@ def _stack(outs: Dict[str, List[Tensor]]) -> Dict[str, Tensor]:
     return {k: torch.cat([o.flatten() for o in v]) for k, v in outs.items()}
 
 
-def _run_cross(modules, queries: List[Tensor], enc: Tensor, mask: Optional[Tensor],
-               beam: int) -> Outputs:  # fmt: skip
+def _run_cross(
+    modules, queries: List[Tensor], enc: Tensor, mask: Optional[Tensor], beam: int
+) -> Outputs:
     """Incremental encoder-decoder attention: stock and reference see the encoder output expanded
     per hypothesis (as fairseq's transformer), EL sees it once per sentence."""
     exp_enc, exp_mask = enc.repeat_interleave(beam, 1), None
@@ -145,16 +150,25 @@ def _run_cross(modules, queries: List[Tensor], enc: Tensor, mask: Optional[Tenso
             if name == "ref":
                 q, kv = q.float(), kv.float()
             with torch.no_grad():
-                out, weights = module(q, kv, kv, kv_mask, incremental_state=states,
-                                      static_kv=True, need_weights=True)  # fmt: skip
+                out, weights = module(
+                    q, kv, kv, kv_mask, incremental_state=states, static_kv=True, need_weights=True
+                )
             got["output"].append(out)
             got["weights"].append(weights)
         outs[name] = _stack(got)
     return {k: (outs["ref"][k], outs["stock"][k], outs["el"][k]) for k in ("output", "weights")}
 
 
-def cross_attention(heads: int, head_dim: int, beam: int, padding: bool, dtype: torch.dtype,
-                    device: str, kdim: Optional[int] = None, seed: int = 0) -> Outputs:  # fmt: skip
+def cross_attention(
+    heads: int,
+    head_dim: int,
+    beam: int,
+    padding: bool,
+    dtype: torch.dtype,
+    device: str,
+    kdim: Optional[int] = None,
+    seed: int = 0,
+) -> Outputs:
     """ELMultiheadAttention vs stock, 3 incremental steps, batch 3, source 9."""
     embed_dim, bsz, src_len, steps = heads * head_dim, 3, 9, 3
     kdim = kdim or embed_dim
@@ -199,8 +213,15 @@ def _self_padding(rows: int, steps: int, device: str) -> Tensor:
     return mask.to(device)
 
 
-def self_attention(heads: int, head_dim: int, beam: int, padding: bool, dtype: torch.dtype,
-                   device: str, seed: int = 0) -> Outputs:  # fmt: skip
+def self_attention(
+    heads: int,
+    head_dim: int,
+    beam: int,
+    padding: bool,
+    dtype: torch.dtype,
+    device: str,
+    seed: int = 0,
+) -> Outputs:
     """ELSelfAttention vs stock, 5 incremental steps with a beam reorder, batch 3."""
     embed_dim, bsz, steps = heads * head_dim, 3, 5
     torch.manual_seed(seed)
@@ -223,8 +244,16 @@ def _stock_twin(grouped: GroupedQueryAttention, kw: Dict) -> MultiheadAttention:
     return stock.to(next(grouped.parameters())).eval()
 
 
-def grouped_self_attention(heads: int, kv_heads: int, head_dim: int, beam: int, padding: bool,
-                           dtype: torch.dtype, device: str, seed: int = 0) -> Outputs:  # fmt: skip
+def grouped_self_attention(
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    beam: int,
+    padding: bool,
+    dtype: torch.dtype,
+    device: str,
+    seed: int = 0,
+) -> Outputs:
     """GroupedQueryAttention (N key/value heads) vs the stock module of the same function."""
     embed_dim, bsz, steps = heads * head_dim, 3, 5
     torch.manual_seed(seed)
@@ -238,8 +267,16 @@ def grouped_self_attention(heads: int, kv_heads: int, head_dim: int, beam: int, 
     return _run_self((ref, stock_lp, grouped_lp), x, mask, _beam_reorder(bsz, beam, device))
 
 
-def grouped_cross_attention(heads: int, kv_heads: int, head_dim: int, beam: int, padding: bool,
-                            dtype: torch.dtype, device: str, seed: int = 0) -> Outputs:  # fmt: skip
+def grouped_cross_attention(
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    beam: int,
+    padding: bool,
+    dtype: torch.dtype,
+    device: str,
+    seed: int = 0,
+) -> Outputs:
     """ELGroupedQueryAttention (EL with N key heads) vs the stock module of the same function."""
     embed_dim, kdim, bsz, src_len, steps = heads * head_dim, 10, 3, 9, 3
     torch.manual_seed(seed)
