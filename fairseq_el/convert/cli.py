@@ -12,9 +12,11 @@ fairseq-el-convert-hf --hf-model facebook/bart-large-cnn --out-dir cnn-fs --dict
 
 import argparse
 import logging
+import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from fairseq_el.convert.checkpoint import ConversionError
 from fairseq_el.convert.hf_bart import convert_bart
 from fairseq_el.convert.hf_common import (
     Converted,
@@ -95,6 +97,46 @@ def convert_hf_main(argv: Optional[List[str]] = None) -> None:
         print(line)
 
 
+# model options that EL cannot compute exactly: option -> why
+UNSUPPORTED = {
+    "cross_self_attention": "its self-attention attends to the encoder output concatenated to "
+    "every hypothesis's states, while EL keeps the encoder output once per sentence",
+}
+
+
+def refuse_unsupported(src: str, to: str) -> None:
+    """Before building anything: a model option EL has no exact form of, named."""
+    if to != "el":
+        return
+    from fairseq_el.convert.checkpoint import load_checkpoint, model_config
+
+    cfg = model_config(load_checkpoint(src, mmap=True))
+    for name, why in UNSUPPORTED.items():
+        value = getattr(cfg, name, None) if isinstance(cfg, argparse.Namespace) else cfg.get(name)
+        if value:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"SRC {src}: a {option} model has no EL variant: {why}")
+
+
+def named_tensors(error: Optional[BaseException]) -> Optional[str]:
+    """torch's ``load_state_dict`` error as one line naming the tensors (unexpected, missing,
+    of another shape), or None for other errors."""
+    if not isinstance(error, RuntimeError) or "state_dict" not in str(error):
+        return None
+    text = str(error)
+    found = []
+    for header, what in (("Unexpected key(s) in state_dict:", "tensors the architecture does "
+                          "not have"), ("Missing key(s) in state_dict:", "tensors missing from "
+                          "the checkpoint")):  # fmt: skip
+        if header in text:
+            names = re.findall(r'"([^"]+)"', text.split(header, 1)[1].split("\n", 1)[0])
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            found.append(f"{what}: {shown}")
+    for name, rest in re.findall(r"size mismatch for ([^:]+): (.*)", text)[:3]:
+        found.append(f"tensor {name}: {rest.strip()}")
+    return "; ".join(found) or None
+
+
 def convert_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="fairseq-el-convert",
@@ -143,9 +185,16 @@ def convert_main(argv: Optional[List[str]] = None) -> int:
     import fairseq_el  # noqa: F401  (registers the EL architectures, allow-lists checkpoints)
     from fairseq_el.convert.el_checkpoint import convert_checkpoint
 
-    arch, new_arch, diff = convert_checkpoint(
-        args.src, args.dst, args.to, not args.no_verify, args.kv_heads
-    )
+    refuse_unsupported(args.src, args.to)
+    try:
+        arch, new_arch, diff = convert_checkpoint(
+            args.src, args.dst, args.to, not args.no_verify, args.kv_heads
+        )
+    except ConversionError as err:
+        named = named_tensors(err.__cause__)
+        if named is None:
+            raise
+        raise ConversionError(f"SRC {args.src}: {named}") from None
     if args.kv_heads is not None:
         done = f"key/value heads averaged to {args.kv_heads} per layer: uptrain before use"
     else:

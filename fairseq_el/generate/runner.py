@@ -19,7 +19,9 @@ import torch
 from fairseq import checkpoint_utils, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+from fairseq_el.compat.el_options import EL_OPTIONS
 from fairseq_el.convert.checkpoint import ConversionError, checkpoint_arch, load_checkpoint
+from fairseq_el.convert.cli import refuse_unsupported
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, default_budget, weight_bytes
 from fairseq_el.generate.parts import PartWriter, dumps
 from fairseq_el.generate.ranks import Ranks
@@ -77,8 +79,14 @@ def load_models(args: argparse.Namespace, task: Any) -> Tuple[List[torch.nn.Modu
         assert isinstance(user, dict)
     except (ValueError, SyntaxError, AssertionError) as err:
         raise UsageError(f"--model-overrides {args.model_overrides!r}: not a dict") from err
+    el_given = [k for k in EL_OPTIONS if user.get(k) not in (None, False)]
+    if args.stock and el_given:
+        raise UsageError(f"--model-overrides {el_given[0]}: an EL model option, and --stock "
+                         "builds the stock model, which ignores it; drop one of them")  # fmt: skip
     models, saved = [], None
     for path in utils.split_paths(args.path):
+        if not args.stock:
+            refuse_unsupported(path, "el")
         try:
             arch = user.get("arch") or checkpoint_arch(load_checkpoint(path, mmap=True))
             arch = stock_arch(arch) if args.stock else el_arch(arch)

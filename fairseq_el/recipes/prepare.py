@@ -28,6 +28,7 @@ from fairseq_el.recipes.sources import Pair
 from fairseq_el.usage import UsageError
 
 SIDES = ("source", "target")
+SPLITS = ("train", "valid", "test")  # the splits fairseq-preprocess binarizes
 
 
 @dataclass
@@ -112,7 +113,7 @@ def preprocess_argv(
     """The ``fairseq-preprocess`` arguments that binarize the BPE files with a fixed dictionary."""
     argv = ["--source-lang", "source", "--target-lang", "target", "--destdir", str(out_dir)]
     argv += ["--srcdict", str(dict_path), "--tgtdict", str(dict_path), "--workers", str(workers)]
-    prefix_option = {"train": "--trainpref", "valid": "--validpref", "test": "--testpref"}
+    prefix_option = dict(zip(SPLITS, ("--trainpref", "--validpref", "--testpref")))
     for split in splits:
         if split not in prefix_option:
             raise ValueError(f"split must be train, valid or test, not {split!r}")
@@ -194,7 +195,18 @@ def pairs_digest(pairs: Sequence[Pair]) -> str:
 
 
 def split_by_spec(pairs: Sequence[Pair], spec: str) -> Dict[str, List[Pair]]:
-    """Cut ``pairs`` in order by a spec like ``"test"`` or ``"valid:10,test:10,train:rest"``."""
+    """Cut ``pairs`` in order by a spec like ``"test"`` or ``"valid:10,test:10,train:rest"``;
+    every name and size is checked before anything is cut or written."""
+    names = [part.partition(":")[0].strip() for part in spec.split(",")]
+    for name, part in zip(names, spec.split(",")):
+        if name not in SPLITS:
+            raise UsageError(f"--splits: unknown split {name!r} in {part!r}: use "
+                             f"{', '.join(SPLITS)} (fairseq-preprocess's names)")  # fmt: skip
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"--splits {spec}: split {repeated[0]!r} is given twice")
+    if not pairs:
+        raise UsageError("the input files (--source/--target or --input) are empty: no examples")
     out: Dict[str, List[Pair]] = {}
     start = 0
     for part in spec.split(","):

@@ -305,7 +305,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(work, tmp_path, monkey
 @pytest.mark.parametrize(
     "case",
     ["empty-line", "references", "no-checkpoint", "sampling-nbest", "auto-and-max-tokens",
-     "bad-option", "too-long", "auto-too-small"],
+     "bad-option", "too-long", "auto-too-small", "el-option-with-stock"],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2(work, tmp_path, capsys, case):
     from fairseq_el.generate.cli import main
@@ -329,6 +329,8 @@ def test_bad_input_is_one_line_exit_2(work, tmp_path, capsys, case):
                      "longer than the model's positions"),
         "auto-too-small": (["--gen-subset", "valid", "--truncate-source", "--batch-size", "auto",
                             "--max-memory", "0.0001"], "not even one sentence fits"),
+        "el-option-with-stock": (["--stock", "--model-overrides", "{'el_self_attention': True}"],
+                                 "--model-overrides el_self_attention: an EL model option"),
     }[case]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
         main(base + argv)

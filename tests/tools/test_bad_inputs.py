@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from fairseq.data import Dictionary
 
 from fairseq_el.bench import cli as bench_cli
@@ -50,6 +51,20 @@ def files(tmp_path_factory):
     save_checkpoint(model, args, str(root / "model.pt"))
     pairs = sources.read_line_pairs(root / "src.txt", root / "tgt.txt")
     prepare.prepare({"test": pairs}, root / "data", 64, 64)
+    (root / "empty_src.txt").write_text("")
+    (root / "empty_tgt.txt").write_text("")
+    (root / "hf_noweights").mkdir()
+    (root / "hf_noweights" / "config.json").write_text(json.dumps({"model_type": "bart"}))
+    (root / "hf_badconfig").mkdir()
+    (root / "hf_badconfig" / "config.json").write_text('{"model_type": "bart",\n')
+    (root / "hf_badconfig" / "model.safetensors").write_bytes(b"")
+    cross, _, cross_args = build_translation_model(
+        "transformer", dictionary, extra=[*tiny_args(), "--cross-self-attention"], seed=3
+    )
+    save_checkpoint(cross, cross_args, str(root / "cross.pt"))
+    state = torch.load(root / "model.pt", weights_only=False)
+    state["model"]["decoder.layers.0.gate.weight"] = torch.zeros(4)  # not in bart_base
+    torch.save(state, root / "extra.pt")
     (root / "half").mkdir()
     (root / "half" / "manifest.json").write_text(json.dumps({"status": "incomplete"}))
     for name in ("dict.source.txt", "dict.target.txt"):
@@ -151,6 +166,21 @@ def cases(f):
         (convert_cli.convert_hf_main, ["--hf-dir", missing, "--out-dir", str(r / "hf")],
          f"--hf-dir {missing}: no such directory"),
         (convert_cli.convert_main, [missing, str(r / "o.pt")], f"SRC {missing}: no such file"),
+        (convert_cli.convert_hf_main, ["--hf-dir", str(r / "hf_noweights"), "--out-dir",
+                                       str(r / "hf")], "hf_noweights: no weights file"),
+        (convert_cli.convert_hf_main, ["--hf-dir", str(r / "hf_badconfig"), "--out-dir",
+                                       str(r / "hf")], "config.json: not a JSON config"),
+        (convert_cli.convert_hf_main, ["--hf-model", "acme/absent", "--out-dir", str(r / "hf")],
+         "--hf-model acme/absent: not in the local Hugging Face cache"),
+        (prep, [*lines, *out, "--splits", "tst:2,test:rest"],
+         "--splits: unknown split 'tst' in 'tst:2'"),
+        (prep, [*lines, *out, "--splits", "test:1,test:rest"], "split 'test' is given twice"),
+        (prep, ["--format", "lines", "--source", str(r / "empty_src.txt"), "--target",
+                str(r / "empty_tgt.txt"), *out], "are empty: no examples"),
+        (convert_cli.convert_main, [str(r / "cross.pt"), str(r / "o.pt")],
+         "a --cross-self-attention model has no EL variant"),
+        (convert_cli.convert_main, [str(r / "extra.pt"), str(r / "o.pt")],
+         "tensors the architecture does not have: decoder.layers.0.gate.weight"),
     ]  # fmt: skip
 
 
@@ -172,6 +202,30 @@ def test_every_bad_input_is_one_clear_line(files, capsys):
     print(f"{tried} bad inputs, each one line and exit code 2")
     assert not (files["root"] / "out").exists() and not (files["root"] / "run").exists()
     assert not (files["root"] / "ck").exists() and not (files["root"] / "b.jsonl").exists()
+    assert not (files["root"] / "hf").exists() and not (files["root"] / "o.pt").exists()
+
+
+def test_el_option_on_a_stock_architecture_is_named(files, caplog):
+    """``--model-overrides "{'el_self_attention': True}"`` with a stock architecture: fairseq
+    builds the stock model (the option is ignored); the plugin's hook says so by name."""
+    import fairseq.models
+
+    from fairseq_el.compat import el_options
+    from fairseq_el.convert.fairseq_inputs import translation_args
+
+    assert el_options.apply()
+    dictionary = Dictionary.load(str(BPE_DIR / "dict.txt"))
+    args = translation_args("bart_base", extra=tiny_args())
+    args.el_self_attention, args.el_policy = True, "auto"
+    task = build_translation_model("bart_base", dictionary, extra=tiny_args())[1]
+    with caplog.at_level("WARNING", logger="fairseq_el"):
+        fairseq.models.build_model(args, task)
+    warned = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert "el_self_attention=True, el_policy='auto' ignored: architecture 'bart_base'" in warned[0]
+    assert "'arch': 'el_bart_base'" in warned[0]
+    args.arch = args._name = "el_bart_base"
+    assert el_options.ignored_el_options(args) == []
 
 
 def test_shipped_inputs_still_work(files):
