@@ -73,7 +73,8 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     parts folder, generation, merge, summary."""
     output = Path(args.output)
     store = PartStore(output)
-    on_main(ranks, lambda: store.check(fingerprint(args), args.resume))
+    options = fingerprint(args) if ranks.main else {}  # hashes the input once
+    on_main(ranks, lambda: store.check(options, args.resume))
     raw = read_input(args)  # JSON lines' ids and fields checked before a model is loaded
     references: Optional[List[str]] = None
     if args.references:
@@ -103,7 +104,7 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
                          "fits; raise --max-memory")  # fmt: skip
 
     # the work: nothing above wrote anything
-    plan = on_main(ranks, lambda: store.start(fingerprint(args), args.resume))
+    plan = on_main(ranks, lambda: store.start(options, args.resume))
     todo = examples.count - len(plan.done)
     if args.resume:
         torn = f" (ignored {plan.torn} torn last lines)" if plan.torn else ""
