@@ -80,10 +80,10 @@ EOF
 
 rm -rf "$BUNDLE"
 mkdir -p "$BUNDLE"
-# --no-cache-dir: pip would otherwise reuse a fairseq wheel it built earlier against another
-# numpy (and with torch), e.g. the one `make setup` built
+# from source (--no-binary: PyPI has cp312 wheels of it, built with torch extensions against
+# another numpy); --no-cache-dir: nor a wheel pip built earlier, e.g. the one `make setup` built
 env -u CUDA_HOME PYTHONPATH="$PWD/$STUB" "${PIP[@]}" wheel -q --no-cache-dir --no-deps \
-    --no-build-isolation -w "$BUILD/fairseq" "$FAIRSEQ"
+    --no-build-isolation --no-binary fairseq-fixed -w "$BUILD/fairseq" "$FAIRSEQ"
 rm -rf "$BUILD/unpacked"
 "$BUILD/bin/python" -m wheel unpack -d "$BUILD/unpacked" "$BUILD"/fairseq/fairseq_fixed-*.whl
 rm -rf "$BUILD"/unpacked/*/fairseq/examples

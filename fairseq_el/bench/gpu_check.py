@@ -36,6 +36,7 @@ import dataclasses
 import gc
 import logging
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -123,13 +124,26 @@ def run_pytest(tests: Path, out: Path, seconds: float) -> Dict:
            "-m", "not slow", "-k", "cuda", "-q", "-p", "no:cacheprovider",
            f"--junitxml={junit}"]  # fmt: skip
     start = time.perf_counter()
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds)
-        returncode, summary = done.returncode, (done.stdout.strip().splitlines() or [""])[-1]
-    except subprocess.TimeoutExpired:
-        returncode, summary = None, f"timed out after {seconds:.0f} s (--pytest-seconds)"
+    log = out / "pytest.log"
+    with open(log, "w") as stdout:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, text=True)
+        try:
+            returncode = proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            # as Ctrl-C: pytest stops, reports and writes the JUnit XML of the tests it ran
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            returncode = None
+    lines = log.read_text().strip().splitlines() or [""]
+    summary = lines[-1] if returncode is not None else (
+        f"stopped after {seconds:.0f} s (--pytest-seconds): {lines[-1]}")  # fmt: skip
     record = {"command": " ".join(cmd), "returncode": returncode, "summary": summary,
-              "seconds": round(time.perf_counter() - start, 1), "junit": str(junit)}  # fmt: skip
+              "seconds": round(time.perf_counter() - start, 1), "log": str(log),
+              "junit": str(junit)}  # fmt: skip
     if junit.exists():
         record["tiers"], record["failed"] = tier_counts(junit)
     return record
@@ -148,6 +162,8 @@ def tier_counts(junit: Path) -> Tuple[List[Dict], List[str]]:
     counts: Dict[Tuple[str, str], Counter] = {}
     failed = []
     for case in ElementTree.parse(junit).iter("testcase"):
+        if not case.get("name"):  # the test a Ctrl-C interrupted: a nameless entry
+            continue
         parts = case.get("classname", "").split(".")
         tier = parts[1] if parts[0] == "tests" and len(parts) > 1 else parts[0]
         name = case.get("name", "")
@@ -549,7 +565,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     # the table's "identical" is reported only: in fp16 a near-tie may part the hypotheses of
     # random weights, which the rule (pytest tiers, precision table) judges instead
     failed = [r for r in record["precision"] if not r["holds"]]
-    if failed or record.get("pytest", {}).get("returncode", 0) != 0:
+    if failed or record.get("pytest", {"returncode": 0})["returncode"] != 0:
         raise SystemExit(f"GPU check failed: see {args.out / 'gpu_check.md'}")
     return record
 

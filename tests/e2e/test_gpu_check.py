@@ -16,6 +16,7 @@ from fairseq_el.bench.gpu_check import (
     SYNC_WARNING,
     HostSyncs,
     dtype_of,
+    run_pytest,
     tier_counts,
 )
 
@@ -122,3 +123,24 @@ def test_parity_tiers_are_counted_per_tier_and_dtype(tmp_path):
                       "test_cross_attention[cuda-1-8-None-1-False-bf16]"]  # fmt: skip
     assert dtype_of("test_fairseq_generate_fp16_stock_vs_el[cuda-beam]") == "fp16"
     assert dtype_of("test_bf16x[cuda]") == "fp32"
+
+
+def test_parity_tiers_stopped_at_their_time_still_report(tmp_path):
+    """pytest is stopped as by Ctrl-C at ``--pytest-seconds``: the tests it ran are counted."""
+    module = tmp_path / "tests" / "module"
+    module.mkdir(parents=True)
+    (tmp_path / "tests" / "model").mkdir()
+    (module / "test_planted.py").write_text(
+        "import time\nimport pytest\n\n\n"
+        "@pytest.mark.parametrize('device,dtype', [('cuda', 'fp16'), ('cuda', 'fp32')])\n"
+        "def test_quick(device, dtype):\n    assert dtype != 'fp32'\n\n\n"
+        "def test_slow_cuda():\n    time.sleep(120)\n"
+    )
+    start = time.perf_counter()
+    record = run_pytest(tmp_path / "tests", tmp_path, seconds=10)
+    assert time.perf_counter() - start < 60
+    assert record["returncode"] is None and record["summary"].startswith("stopped after 10 s")
+    assert record["tiers"] == [
+        {"tier": "module", "dtype": "fp16", "passed": 1, "failed": 0, "errors": 0, "skipped": 0},
+        {"tier": "module", "dtype": "fp32", "passed": 0, "failed": 1, "errors": 0, "skipped": 0},
+    ]
