@@ -98,7 +98,10 @@ if ls "$BUNDLE" | grep -qiE '^(torch|nvidia|triton)'; then
 fi
 printf '%s\n' "${REQUIREMENTS[@]}" >"$BUNDLE/requirements.txt"
 NUMPY=$("$BUILD/bin/python" -c 'import numpy; print(numpy.__version__)')
-echo "Python $VERSION, fairseq built against numpy $NUMPY" >"$BUNDLE/BUILT_FOR"
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -z "$(git status --porcelain 2>/dev/null)" ] || COMMIT="$COMMIT with uncommitted changes"
+echo "Python $VERSION, fairseq built against numpy $NUMPY, fairseq-el from $COMMIT" \
+    >"$BUNDLE/BUILT_FOR"
 
 ls -l "$BUNDLE" | awk 'NR > 1 {printf "  %8.1f KiB  %s\n", $5 / 1024, $9}'
 BYTES=$(du -sb "$BUNDLE" | cut -f1)

@@ -434,7 +434,8 @@ def markdown(record: Dict) -> str:
     env = record["env"]
     lines = [f"# fairseq-el GPU check ({record['mode']})", "",
              f"{env.get('gpu', env['cpu'])}; torch {env['torch']}, fairseq {env['fairseq']}, "
-             f"Python {env['python']}; {record.get('seconds', 0):.0f} s", ""]  # fmt: skip
+             f"fairseq-el {env.get('fairseq_el')}, Python {env['python']}; "
+             f"{record.get('seconds', 0):.0f} s", ""]  # fmt: skip
     lines += ["## Parity tiers: pytest's CUDA cases of tests/module and tests/model", ""]
     p = record.get("pytest")
     if not p:
@@ -540,6 +541,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     record: Dict = {"mode": "smoke (CPU)" if args.smoke else "full (CUDA)", "smoke": args.smoke,
                     "env": environment(device), "budget_seconds": args.budget_seconds,
                     "pilot": pilot}  # fmt: skip
+    record["env"]["fairseq_el"] = f"{fairseq_el.__version__} ({PACKAGES['fairseq_el']})"
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
         record["env"]["gpu_memory_gib"] = round(total / (1 << 30), 1)
