@@ -380,15 +380,17 @@ def table_row(built, config: Config, variant: str, deadline: float, max_batch: i
 
 
 def paper_table(configs: Dict[str, Config], deadline: float, max_batch: int, pilot: int,
-                on_row=lambda rows: None) -> List[Dict]:  # fmt: skip
+                searches: Sequence[str] = SEARCHES, on_row=lambda rows: None
+                ) -> List[Dict]:  # fmt: skip
     """Every setting x search x variant; models built once per shape and variant. Rows share the
     time to ``deadline`` by :data:`WEIGHTS` (what one leaves goes to the next)."""
+    searches = [s for s in SEARCHES if s in searches]  # greedy first (see SEARCHES)
     rows: List[Dict] = []
     shapes = list(dict.fromkeys(c.shape for c in configs.values()))
     plan = [(shape, variant) for shape in shapes
             for variant in (stock_variant(shape), "el", "el-sa")]  # fmt: skip
     todo = sum(c.shape == shape for shape, _ in plan for c in configs.values()) * sum(
-        WEIGHTS.values()
+        WEIGHTS[s] for s in searches
     )
     references: Dict[Tuple[str, str], Dict] = {}
     for shape, variant in plan:
@@ -397,7 +399,7 @@ def paper_table(configs: Dict[str, Config], deadline: float, max_batch: int, pil
             built = None
         else:
             built = build_variant(settings[0][1], variant)
-        for search in SEARCHES:  # greedy on every setting first (see SEARCHES)
+        for search in searches:
             for name, config in settings:
                 base = {"setting": name, "search": search, "shape": shape, "src_len":
                         config.src_len, "steps": config.steps}  # fmt: skip
@@ -439,7 +441,9 @@ def markdown(record: Dict) -> str:
     lines += ["## Parity tiers: pytest's CUDA cases of tests/module and tests/model", ""]
     p = record.get("pytest")
     if not p:
-        lines += ["not run (smoke mode: CPU, no pytest)" if record["smoke"] else "pending", ""]
+        lines += ["not run (smoke mode: CPU, no pytest)" if record["smoke"] else
+                  "not run (--pytest-seconds 0)" if record["pytest_seconds"] <= 0 else "pending",
+                  ""]  # fmt: skip
     else:
         lines += [f"{p['summary']} ({p['seconds']:.0f} s)", ""]
         if p.get("tiers"):
@@ -525,8 +529,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     p.add_argument("--out", type=Path, default=Path("gpu-check"))
     p.add_argument("--tests", type=Path, default=Path("tests"), help="the repository's tests/")
     p.add_argument("--budget-seconds", type=float, default=400, help="the whole check")
-    p.add_argument("--pytest-seconds", type=float, default=150, help="the parity tiers' share")
+    p.add_argument("--pytest-seconds", type=float, default=150,
+                   help="the parity tiers' share; 0: no tiers")  # fmt: skip
     p.add_argument("--max-batch", type=int, default=1 << 16, help="cap on the table's batches")
+    p.add_argument("--searches", nargs="+", choices=SHOWN, default=list(SHOWN),
+                   help="the table's search modes")  # fmt: skip
     args = p.parse_args(argv)
     start = time.perf_counter()
     deadline = start + args.budget_seconds
@@ -540,7 +547,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     pilot, max_batch = (2, min(args.max_batch, 4)) if args.smoke else (PILOT, args.max_batch)
     record: Dict = {"mode": "smoke (CPU)" if args.smoke else "full (CUDA)", "smoke": args.smoke,
                     "env": environment(device), "budget_seconds": args.budget_seconds,
-                    "pilot": pilot}  # fmt: skip
+                    "pytest_seconds": args.pytest_seconds, "pilot": pilot}  # fmt: skip
     record["env"]["fairseq_el"] = f"{fairseq_el.__version__} ({PACKAGES['fairseq_el']})"
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
@@ -553,7 +560,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
     record["precision"] = precision_rows(device)
     save()
-    if not args.smoke:
+    if not args.smoke and args.pytest_seconds > 0:
         record["pytest"] = run_pytest(args.tests, args.out, args.pytest_seconds)
         save()
 
@@ -561,7 +568,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         record["table"] = rows
         save()
 
-    record["table"] = paper_table(paper_configs(args.smoke), deadline, max_batch, pilot, on_row)
+    record["table"] = paper_table(paper_configs(args.smoke), deadline, max_batch, pilot,
+                                  args.searches, on_row)  # fmt: skip
     save()
     print(markdown(record))
     # the table's "identical" is reported only: in fp16 a near-tie may part the hypotheses of
