@@ -288,7 +288,10 @@ class Generation:
         fairseq 0.12 drops examples when a batch holds fewer sentences than
         ``--required-batch-size-multiple`` (e.g. ``--batch-size 4`` with the default 8; upstream,
         fairseq-generate alike): then the batches are made again with multiple 1. Batches of
-        ``--batch-size auto`` (``auto_bucket`` given) use multiple 1.
+        ``--batch-size auto`` (``auto_bucket`` given) use multiple 1 and load in this process:
+        one loader per length bucket would start and stop a ``--num-workers`` process each
+        (about a second apiece, measured: 128 CNN/DM examples in 15 buckets took 22.5 s with one
+        worker, 2.4 s without); the outputs do not depend on it.
         """
         a = self.args
         multiple = a.required_batch_size_multiple if auto_bucket is None else 1
@@ -297,7 +300,8 @@ class Generation:
                 dataset=dataset, max_tokens=max_tokens, max_sentences=max_sentences,
                 max_positions=self.max_positions, ignore_invalid_inputs=True,
                 required_batch_size_multiple=multiple, seed=a.seed, num_shards=1, shard_id=0,
-                num_workers=a.num_workers, data_buffer_size=a.data_buffer_size,
+                num_workers=0 if auto_bucket is not None else a.num_workers,
+                data_buffer_size=a.data_buffer_size,
                 disable_iterator_cache=True,
             )  # fmt: skip
             covered = sum(len(batch) for batch in itr.frozen_batches)

@@ -82,6 +82,7 @@ def regenerate(args: argparse.Namespace, raw: Optional[Sources], ids: List[int],
     """Records of ``ids`` from stock fairseq with the run's options (``fp32``: in fp32)."""
     a = copy.copy(args)
     a.stock, a.resume = True, False
+    a.num_workers = 0  # a few examples: no loader processes (each would take seconds to stop)
     if fp32:
         a.fp16 = a.bf16 = False
     if a.batch_auto:  # stock's own batch is not the point here: a fixed one

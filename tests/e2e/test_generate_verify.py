@@ -16,22 +16,22 @@ from fairseq_el.generate import verify as verify_mod
 from fairseq_el.generate.cli import main
 from fairseq_el.generate.verify import FP32_SCORE_TOL, half_ulp, within_rule
 
-BEAM = ["--beam", "3", "--nbest", "2", "--batch-size", "4"]
+BEAM = ["--beam", "3", "--nbest", "2", "--batch-size", "4", "--num-workers", "0"]
 
 
 def argv(work, out):  # noqa: F811
-    return [str(work), "--path", str(work / "model.pt"), *COMMON, *BEAM, "--verify", "3",
-            "--output", str(out)]  # fmt: skip
+    return [str(work), "--path", str(work / "model.pt"), *COMMON, *BEAM, "--verify", "2",
+            "--input", str(work / "raw.txt"), "--output", str(out)]  # fmt: skip
 
 
 def test_verify_passes_on_el(work, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "v.jsonl"
     main(argv(work, out))
     summary = json.loads(out.with_name("v.jsonl.summary.json").read_text())["verify"]
-    assert summary["passed"] and summary["examples"] == 3 and summary["identical"] == 3
-    assert summary["ids"] == [0, 1, 2] and summary["max_score_diff"] <= FP32_SCORE_TOL
-    assert "verify: 3/3 identical hypotheses vs stock fairseq" in capsys.readouterr().err
-    assert len(records(out)) == 8
+    assert summary["passed"] and summary["examples"] == 2 and summary["identical"] == 2
+    assert summary["ids"] == [0, 1] and summary["max_score_diff"] <= FP32_SCORE_TOL
+    assert "verify: 2/2 identical hypotheses vs stock fairseq" in capsys.readouterr().err
+    assert len(records(out)) == 3
 
 
 def test_verify_fails_on_a_planted_difference(work, tmp_path, capsys, monkeypatch):  # noqa: F811
@@ -40,8 +40,8 @@ def test_verify_fails_on_a_planted_difference(work, tmp_path, capsys, monkeypatc
             super().__init__(args, ranks)
             gen = torch.Generator().manual_seed(0)
             with torch.no_grad():  # the stock model is not the one EL ran: a planted bug
-                for p in self.models[0].decoder.parameters():
-                    p.add_(torch.randn(p.shape, generator=gen))
+                fc2 = self.models[0].decoder.layers[-1].fc2.weight
+                fc2.add_(torch.randn(fc2.shape, generator=gen))
 
     monkeypatch.setattr(verify_mod, "Generation", Planted)
     out = tmp_path / "p.jsonl"
@@ -51,7 +51,7 @@ def test_verify_fails_on_a_planted_difference(work, tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("fairseq-el-generate: --verify: example 0, hypothesis 1: EL "), err
     summary = json.loads(out.with_name("p.jsonl.summary.json").read_text())["verify"]
-    assert not summary["passed"] and summary["identical"] < 3
+    assert not summary["passed"] and summary["identical"] < 2
 
 
 def test_low_precision_rule():
