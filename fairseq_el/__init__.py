@@ -1,15 +1,16 @@
 """fairseq-el: EL-attention (Yan et al., ICML 2021) as a fairseq ``--user-dir`` plugin.
 
 Importing the package (what ``--user-dir`` does) registers the EL models and architectures and
-applies the version-guarded fixes in :mod:`fairseq_el.compat`.
+applies the version-guarded fixes and the EL-options warning in :mod:`fairseq_el.compat`.
 """
 
 import os
 
-from fairseq_el.compat import checkpoints, diverse_beam, ngram_repeat, numpy2
+from fairseq_el.compat import checkpoints, diverse_beam, el_options, ngram_repeat, numpy2
 
 checkpoints.apply()
 diverse_beam.apply()
+el_options.apply()
 ngram_repeat.apply()
 numpy2.apply()
 
