@@ -23,8 +23,8 @@ lint: setup
 # The GPU check (docs/gpu_check.md). `make gpu-bundle` (a machine with package access): every
 # wheel the GPU machine needs beyond its own torch and numpy, for PYTHON (default python3.12),
 # into gpu-bundle/ (under 64 MiB). `make gpu-check` (the GPU machine, no internet): installs
-# them into .gpu-site/ beside its torch and numpy, and runs the check into GPU_OUT
-# (gpu_check.{json,md}); GPU_CHECK_ARGS=--smoke: CPU, seconds.
+# them into .gpu-site/ beside its torch and numpy, and runs the check (this checkout's
+# fairseq_el first on the path) into GPU_OUT (gpu_check.{json,md}); GPU_CHECK_ARGS=--smoke: CPU.
 GPU_PYTHON ?= python3
 GPU_BUNDLE ?= gpu-bundle
 GPU_OUT ?= gpu-check
@@ -33,5 +33,5 @@ gpu-bundle:
 gpu-check:
 	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --upgrade --target .gpu-site \
 		$(GPU_BUNDLE)/*.whl
-	PYTHONPATH="$(CURDIR)/.gpu-site" .gpu-site/bin/fairseq-el-gpu-check --out "$(GPU_OUT)" \
-		$(GPU_CHECK_ARGS)
+	PYTHONPATH="$(CURDIR):$(CURDIR)/.gpu-site" .gpu-site/bin/fairseq-el-gpu-check \
+		--out "$(GPU_OUT)" $(GPU_CHECK_ARGS)
