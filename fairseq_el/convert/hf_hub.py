@@ -15,7 +15,6 @@ dictionaries. It is written into a temporary folder and renamed into place, so a
 conversion leaves nothing that looks converted, and a second run only reads it.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
-from fairseq_el.files import write_json
+from fairseq_el.files import sha256, write_json
 from fairseq_el.usage import UsageError
 
 # the weight files save_pretrained writes (one of them, or a shard index)
@@ -86,11 +85,12 @@ def require_weights(folder: Path, option: str) -> None:
 
 def _local_key(folder: Path) -> str:
     """A local folder's key: its path and every file's size and modification time."""
-    digest = hashlib.sha256(str(folder.resolve()).encode())
+    parts = [str(folder.resolve())]
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         stat = path.stat()
-        digest.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return f"local--{digest.hexdigest()[:16]}"
+        parts.append(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}")
+    key = sha256(f"{part}\n".encode() for part in parts)
+    return f"local--{key[:16]}"
 
 
 def resolve(spec: str, option: str = "--hf-model", env: Optional[Mapping[str, str]] = None

@@ -18,9 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from fairseq import options
 from fairseq.dataclass.configs import GenerationConfig
 
-from fairseq_el.manifest import file_digest
+from fairseq_el.files import file_sha256
 from fairseq_el.paths import BPE_DIR
 from fairseq_el.usage import UsageError
+from fairseq_el.version import __version__
 
 PROG = "fairseq-el-generate"
 BATCH_OPTIONS = ("--batch-size", "--max-sentences")
@@ -54,6 +55,7 @@ def get_parser() -> argparse.ArgumentParser:
     # as fairseq-generate's cli_main, for tasks that read model args
     parser.add_argument("--arch", "-a", metavar="ARCH", default="wav2vec2",
                         help="model architecture, for tasks that read model args")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     group = parser.add_argument_group("fairseq-el-generate")
     group.add_argument(
         "--output",
@@ -336,5 +338,5 @@ def fingerprint(args: argparse.Namespace) -> Dict[str, Any]:
     found["data"] = str(Path(args.data).resolve())
     found["path"] = [str(Path(p).resolve()) for p in args.path.split(":")]
     if args.raw_input:
-        found["input"] = f"sha256:{file_digest(Path(args.raw_input))['sha256']}"
+        found["input"] = f"sha256:{file_sha256(args.raw_input)}"
     return found
