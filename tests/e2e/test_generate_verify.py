@@ -24,14 +24,18 @@ def argv(work, out):  # noqa: F811
             "--input", str(work / "raw.txt"), "--output", str(out)]  # fmt: skip
 
 
-def test_verify_passes_on_el(work, tmp_path, capsys):  # noqa: F811
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_verify_passes_on_el(work, tmp_path, capsys, dtype):  # noqa: F811
     out = tmp_path / "v.jsonl"
-    main(argv(work, out))
+    main(argv(work, out) + (["--bf16"] if dtype == "bf16" else []))
     summary = json.loads(out.with_name("v.jsonl.summary.json").read_text())["verify"]
-    assert summary["passed"] and summary["examples"] == 2 and summary["identical"] == 2
-    assert summary["ids"] == [0, 1] and summary["max_score_diff"] <= FP32_SCORE_TOL
-    assert "verify: 2/2 identical hypotheses vs stock fairseq" in capsys.readouterr().err
+    assert summary["passed"] and summary["examples"] == 2 and summary["ids"] == [0, 1]
     assert len(records(out)) == 3
+    if dtype == "fp32":
+        assert summary["identical"] == 2 and summary["max_score_diff"] <= FP32_SCORE_TOL
+        assert "verify: 2/2 identical hypotheses vs stock fairseq" in capsys.readouterr().err
+    else:  # the rule against an fp32 stock run
+        assert summary["rule"].startswith("bf16: same tokens as stock bf16, or EL's best score")
 
 
 def test_verify_fails_on_a_planted_difference(work, tmp_path, capsys, monkeypatch):  # noqa: F811
