@@ -25,6 +25,14 @@ in the module's ``Dict[str, Optional[Tensor]]`` buffer, as fairseq's ``EnsembleM
 the data under the module's own names, plus ``cache_ancestry`` (absent while every row's history
 is its own slot) and ``cache_padding`` (absent without padding).
 
+*Static* caches (the compiled step, ``--el-compile``; :func:`mark_static` before a run's first
+step) hold their whole capacity from the first write on, in buckets of ``STATIC_BUCKET``
+positions: shapes stay fixed while the run crosses no bucket, the write position is a tensor
+(``cache_position``), every slot beyond it is padding (``cache_padding`` starts all True) and the
+ancestry is kept from the first step (``k > 1``). Attention reads the whole capacity; padded
+positions get weight exactly 0, so outputs equal the growing cache's up to summation order.
+Reorders are the same code. The decoder grows them between steps (:meth:`DecodingCache.reserve`).
+
 Letters as in :mod:`fairseq_el.attention.math`: ``B`` sentences, ``k`` hypotheses per sentence,
 ``R = B*k`` rows (slots), ``T`` cached positions, ``t`` positions of one call, ``F`` features.
 """
@@ -40,8 +48,11 @@ IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
 ANCESTRY = "cache_ancestry"  # (B, k, T, 1) int64: slot (within its sentence) of each row's ancestor
 PADDING = "cache_padding"  # (R, T, 1) bool, per slot: True at padded keys
+POSITION = "cache_position"  # () int64, static caches only: positions written so far
 RUN = "fairseq_el.run"  # incremental-state entry of the decoding run: {HYPOTHESES: k}
 HYPOTHESES = "hypotheses"
+STATIC = "fairseq_el.static"  # incremental-state entry: this run's caches are static
+STATIC_BUCKET = 64  # static caches hold a multiple of this many positions
 MIN_CAPACITY = 8
 GROWTH = 16  # a full buffer grows by 1/16 of its room, at least 8 positions
 # debug mode: check every reorder against fairseq's layout (host syncs); read at each reorder
@@ -68,6 +79,21 @@ def hypotheses(incremental_state: Optional[IncrementalState]) -> Optional[int]:
     """``k`` of this run, or None when it was not recorded."""
     run = None if incremental_state is None else incremental_state.get(RUN)
     return None if run is None else run[HYPOTHESES]  # type: ignore[return-value]
+
+
+def mark_static(incremental_state: IncrementalState, marker: Tensor) -> None:
+    """Make the caches of this run static (preallocated, fixed shapes: the compiled step).
+    Call before the run's first step; ``marker``: any tensor the run's state keeps alive."""
+    incremental_state[STATIC] = {"marker": marker}
+
+
+def is_static(incremental_state: Optional[IncrementalState]) -> bool:
+    return incremental_state is not None and STATIC in incremental_state
+
+
+def static_capacity(positions: int) -> int:
+    """Positions a static cache holding ``positions`` has room for: whole buckets."""
+    return max(1, -(-positions // STATIC_BUCKET)) * STATIC_BUCKET
 
 
 def check_order(new_order: Tensor, rows: int, old_hyps: int, hyps: int) -> None:
@@ -113,9 +139,10 @@ class DecodingCache:
     ``hyps``: the run's hypotheses per sentence (None: not known, reorders copy).
     """
 
-    def __init__(self, buffer: Buffer, hyps: Optional[int] = None):
+    def __init__(self, buffer: Buffer, hyps: Optional[int] = None, static: bool = False):
         self.buffer = buffer
         self.hyps = hyps
+        self.static = static or POSITION in buffer  # static: preallocated (see the module)
 
     @classmethod
     def of(cls, module, incremental_state: IncrementalState) -> "DecodingCache":
@@ -123,10 +150,14 @@ class DecodingCache:
         its buffer is stored there, so what the cache writes later is in the state."""
         buffer = module._get_input_buffer(incremental_state)
         module._set_input_buffer(incremental_state, buffer)
-        return cls(buffer, hypotheses(incremental_state))
+        return cls(buffer, hypotheses(incremental_state), is_static(incremental_state))
 
     def _data(self) -> List[str]:
-        return [k for k, v in self.buffer.items() if v is not None and k not in (ANCESTRY, PADDING)]
+        return [
+            k
+            for k, v in self.buffer.items()
+            if v is not None and k not in (ANCESTRY, PADDING, POSITION)
+        ]
 
     @property
     def length(self) -> int:
@@ -147,7 +178,10 @@ class DecodingCache:
 
     def append(self, new: Dict[str, Tensor], padding: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Write ``new[name]`` (R, ..., t, F) after the cached positions; returns the slot
-        histories (R, ..., T, F), views of the buffers. ``padding``: (R, t), True at padding."""
+        histories (R, ..., T, F), views of the buffers. ``padding``: (R, t), True at padding.
+        Static: the whole buffers (R, ..., capacity, F); positions not written are padding."""
+        if self.static:
+            return self._append_static(new, padding)
         length = self.length
         first = next(iter(new.values()))
         rows, steps, device = first.size(0), first.size(-2), first.device
@@ -174,6 +208,55 @@ class DecodingCache:
             full[..., length : length + steps, :] = values
             self.buffer[name] = full[..., : length + steps, :]
         return {name: self.buffer[name] for name in new if name not in (ANCESTRY, PADDING)}
+
+    def _append_static(
+        self, new: Dict[str, Tensor], padding: Optional[Tensor]
+    ) -> Dict[str, Tensor]:
+        """Write at ``cache_position`` with ``index_copy_`` (no host sync, fixed shapes)."""
+        first = next(iter(new.values()))
+        rows, steps, device = first.size(0), first.size(-2), first.device
+        if POSITION not in self.buffer:  # the run's first write: allocate whole buckets
+            self._allocate(new, static_capacity(steps))
+        position = self.buffer[POSITION]
+        assert position is not None
+        index = position + torch.arange(steps, device=device)  # (t,) positions written
+        writes = dict(new, **{PADDING: _padding_rows(padding, rows, steps, device)})  # (R, t, 1)
+        ancestry = self.buffer.get(ANCESTRY)
+        if ancestry is not None:  # each row wrote its own slot
+            own = torch.arange(ancestry.size(1), device=device)  # (k,)
+            writes[ANCESTRY] = own.view(1, -1, 1, 1).expand(ancestry.size(0), -1, steps, 1)
+        for name, values in writes.items():
+            full = self.buffer[name]
+            assert full is not None
+            full.index_copy_(full.dim() - 2, index, values.to(full.dtype))
+        position.add_(steps)
+        return {name: self.buffer[name] for name in new}  # type: ignore[misc]
+
+    def _allocate(self, new: Dict[str, Tensor], cap: int) -> None:
+        first = next(iter(new.values()))
+        rows, device = first.size(0), first.device
+        for name, values in new.items():
+            self.buffer[name] = values.new_zeros((*values.shape[:-2], cap, values.size(-1)))
+        self.buffer[PADDING] = torch.ones(rows, cap, 1, dtype=torch.bool, device=device)
+        if self.hyps is not None and self.hyps > 1:
+            own = torch.arange(self.hyps, device=device).view(1, -1, 1, 1)  # (1, k, 1, 1)
+            self.buffer[ANCESTRY] = own.expand(rows // self.hyps, -1, cap, 1).contiguous()
+        self.buffer[POSITION] = torch.zeros((), dtype=torch.long, device=device)
+
+    def reserve(self, positions: int) -> None:
+        """Static caches: room for ``positions`` in all (grown to whole buckets, outside the
+        compiled step; new slots are padding). No-op for other caches."""
+        names = self._data()
+        if not self.static or not names or positions <= self.length:
+            return
+        cap = static_capacity(positions)
+        for name in names + [PADDING, ANCESTRY]:
+            view = self.buffer.get(name)
+            if view is not None:
+                full = _regrown(view, cap)
+                # new slots: padding; data 0 (weight 0 times a finite value); any ancestor
+                full[..., view.size(-2) :, :] = name == PADDING
+                self.buffer[name] = full
 
     def reorder(self, new_order: Tensor) -> None:
         """Row i of the next step continues the hypothesis of row ``new_order[i]``."""

@@ -1,7 +1,10 @@
 """Decoder layer and decoder that build EL attention through fairseq's factory hooks."""
 
+import logging
+import weakref
 from typing import Dict, List, Optional
 
+import torch
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerDecoderBase
 from fairseq.modules import MultiheadAttention
@@ -10,7 +13,13 @@ from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 from torch import Tensor
 
 from fairseq_el.attention.base import IncrementalState
-from fairseq_el.attention.cache import hypotheses, set_hypotheses
+from fairseq_el.attention.cache import (
+    DecodingCache,
+    hypotheses,
+    is_static,
+    mark_static,
+    set_hypotheses,
+)
 from fairseq_el.attention.cross import (
     ELCrossAttention,
     ELGroupedCrossAttention,
@@ -20,7 +29,10 @@ from fairseq_el.attention.grouped import GroupedQueryAttention
 from fairseq_el.attention.kv_self_attention import KVSelfAttention
 from fairseq_el.attention.policy import ELPolicy
 from fairseq_el.attention.self_attention import ELSelfAttention
+from fairseq_el.models.compiled_step import CompiledStep
 from fairseq_el.models.options import ELOptions
+
+logger = logging.getLogger(__name__)
 
 
 class ELDecoderLayer(TransformerDecoderLayerBase):
@@ -105,6 +117,30 @@ class ELTransformerDecoder(TransformerDecoderBase):
         self.el_options = el_options or ELOptions()  # read by build_decoder_layer (base __init__)
         self.el_policy = ELPolicy.from_options(self.el_options)  # shared by the layers
         super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
+        self.compiled_step: Optional[CompiledStep] = None  # --el-compile: the incremental step
+        if self.el_options.compile != "none":
+            self.compiled_step = CompiledStep(self.el_options.compile)
+            unsupported = self._compile_unsupported(cfg)
+            if unsupported:
+                self.compiled_step.give_up(unsupported)
+
+    @property
+    def compile_stats(self):
+        """:class:`~fairseq_el.models.compiled_step.CompileStats` (None without --el-compile)."""
+        return None if self.compiled_step is None else self.compiled_step.stats
+
+    def _compile_unsupported(self, cfg) -> Optional[str]:
+        """Why the compiled step cannot serve this decoder (None: it can)."""
+        if cfg.checkpoint_activations:
+            return "the compiled step does not cover --checkpoint-activations"
+        for layer in self.layers:
+            attention = getattr(layer, "self_attn", None)
+            if not getattr(attention, "in_place_cache", False):
+                return (
+                    "the compiled step needs the in-place self-attention cache (not with "
+                    "extra key slots, add_bias_kv/add_zero_attn, or xformers)"
+                )
+        return None
 
     def extract_features(
         self,
@@ -117,15 +153,76 @@ class ELTransformerDecoder(TransformerDecoderBase):
     ):
         """The stock method; at a run's first incremental step it records the hypotheses per
         sentence (rows / encoder sentences, from shapes) for the caches of the run."""
+        step = self.compiled_step
+        if step is not None and incremental_state is not None and not incremental_state:
+            self._start_run(step, incremental_state)  # the run's first step
         if incremental_state is not None and hypotheses(incremental_state) is None:
             sentences = _sentences(encoder_out)
             rows = prev_output_tokens.size(0)
             if sentences and rows % sentences == 0:
                 set_hypotheses(incremental_state, rows // sentences)
+        if step is not None and self._compiled_applies(incremental_state, full_context_alignment):
+            assert incremental_state is not None
+            return self._compiled_features(
+                step, prev_output_tokens, encoder_out, incremental_state, alignment_layer,
+                alignment_heads,
+            )  # fmt: skip
         return super().extract_features(
             prev_output_tokens, encoder_out, incremental_state, full_context_alignment,
             alignment_layer, alignment_heads,
         )  # fmt: skip
+
+    def _start_run(self, step: CompiledStep, incremental_state: IncrementalState) -> None:
+        """Static caches for this run (step 0 runs eagerly and allocates them); its stats are
+        logged once, when the run's state is freed (after the generator's call). A step that
+        cannot compile keeps the eager decoder as it is without --el-compile."""
+        assert incremental_state is not None
+        stats = step.new_run()
+        if step.eager_reason is None:
+            marker = torch.empty(0)
+            mark_static(incremental_state, marker)
+            weakref.finalize(marker, _log_run, stats).atexit = False
+
+    def _compiled_applies(
+        self, incremental_state: IncrementalState, full_context_alignment: bool
+    ) -> bool:
+        """Incremental steps after the first of a run whose caches are static."""
+        if not is_static(incremental_state) or full_context_alignment:
+            return False
+        assert incremental_state is not None
+        buffer = self.layers[0].self_attn._get_input_buffer(incremental_state)
+        return DecodingCache(buffer).static
+
+    def _compiled_features(
+        self,
+        step: CompiledStep,
+        prev_output_tokens: Tensor,
+        encoder_out: Optional[Dict[str, List[Tensor]]],
+        incremental_state: Dict[str, Dict[str, Optional[Tensor]]],
+        alignment_layer: Optional[int],
+        alignment_heads: Optional[int],
+    ):
+        """``extract_features`` for one step: the positions here (fairseq computes them from
+        the step number), the rest in :func:`~fairseq_el.models.compiled_step.decoder_step`."""
+        positions = None
+        if self.embed_positions is not None:
+            positions = self.embed_positions(
+                prev_output_tokens, incremental_state=incremental_state
+            )
+            positions = positions[:, -1:]
+        for layer in self.layers:  # room for this step, outside the compiled code
+            DecodingCache.of(layer.self_attn, incremental_state).reserve(prev_output_tokens.size(1))
+        enc = padding_mask = None
+        if encoder_out is not None and len(encoder_out["encoder_out"]) > 0:
+            enc = encoder_out["encoder_out"][0]
+        if encoder_out is not None and len(encoder_out["encoder_padding_mask"]) > 0:
+            padding_mask = encoder_out["encoder_padding_mask"][0]
+        x, attn, inner_states = step(
+            self, prev_output_tokens[:, -1:].contiguous(), positions, enc, padding_mask,
+            incremental_state, self.num_layers - 1 if alignment_layer is None else alignment_layer,
+            alignment_heads,
+        )  # fmt: skip
+        return x, {"attn": [attn], "inner_states": inner_states}
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         layer = ELDecoderLayer(
@@ -136,6 +233,10 @@ class ELTransformerDecoder(TransformerDecoderBase):
             layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
         min_params_to_wrap = cfg.min_params_to_wrap if not cfg.checkpoint_activations else 0
         return fsdp_wrap(layer, min_num_params=min_params_to_wrap)
+
+
+def _log_run(stats) -> None:
+    logger.info(f"fairseq-el: {stats.summary()}")
 
 
 def _sentences(encoder_out: Optional[Dict[str, List[Tensor]]]) -> int:

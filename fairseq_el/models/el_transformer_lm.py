@@ -15,7 +15,12 @@ from fairseq.models.transformer_lm import TransformerLanguageModel, TransformerL
 
 from fairseq_el.models.decoder import ELTransformerDecoder
 from fairseq_el.models.mixin import describe_self_attention
-from fairseq_el.models.options import EL_SELF_ATTENTION_HELP, KV_HEADS_HELP, el_options
+from fairseq_el.models.options import (
+    COMPILE_HELP,
+    EL_SELF_ATTENTION_HELP,
+    KV_HEADS_HELP,
+    el_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,7 @@ logger = logging.getLogger(__name__)
 class ELTransformerLanguageModelConfig(TransformerLanguageModelConfig):
     el_self_attention: bool = field(default=False, metadata={"help": EL_SELF_ATTENTION_HELP})
     decoder_kv_heads: Optional[int] = field(default=None, metadata={"help": KV_HEADS_HELP})
+    el_compile: str = field(default="none", metadata={"help": COMPILE_HELP})
 
 
 @register_model("el_transformer_lm", dataclass=ELTransformerLanguageModelConfig)

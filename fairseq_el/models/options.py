@@ -33,6 +33,13 @@ KV_HEADS_HELP = (
     "grouped-query decoder attention with this many key/value heads (1: multi-query; the number "
     "of attention heads: stock). Changes the model: train or uptrain it"
 )
+COMPILE_MODES = ("none", "default", "reduce-overhead")
+COMPILE_HELP = (
+    "run the decoder's incremental step through torch.compile: none (eager), default (inductor), "
+    "or reduce-overhead (inductor with CUDA graphs on CUDA). Same outputs (within 1e-4 in fp32); "
+    "the first steps of a run pay the compile time; runs eagerly, saying so, where compiling is "
+    "impossible (see docs/compile.md)"
+)
 
 
 class ELOptionError(UserError, ValueError):
@@ -46,6 +53,7 @@ class ELOptions:
     policy: str = "el"  # --el-policy
     memory_budget: Optional[float] = None  # --el-memory-budget, GB
     encoder_batch: Optional[int] = None  # --el-encoder-batch
+    compile: str = "none"  # --el-compile
 
     def __post_init__(self) -> None:
         for option, value, least in (
@@ -60,6 +68,10 @@ class ELOptions:
                 "--el-self-attention and --decoder-kv-heads do not combine: a grouped cache "
                 "(2 x kv_heads x head_dim per position) replaces the one EL would shrink"
             )
+        if self.compile not in COMPILE_MODES:
+            raise ELOptionError(
+                f"--el-compile must be one of {', '.join(COMPILE_MODES)}, not {self.compile!r}"
+            )
 
 
 def add_el_args(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +81,7 @@ def add_el_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--el-policy", choices=POLICIES, default="el", help=POLICY_HELP)
     parser.add_argument("--el-memory-budget", type=float, metavar="GB", help=MEMORY_BUDGET_HELP)
     parser.add_argument("--el-encoder-batch", type=int, metavar="N", help=ENCODER_BATCH_HELP)
+    parser.add_argument("--el-compile", choices=COMPILE_MODES, default="none", help=COMPILE_HELP)
 
 
 def el_options(args: argparse.Namespace) -> ELOptions:
@@ -86,6 +99,7 @@ def el_options(args: argparse.Namespace) -> ELOptions:
         policy=policy,
         memory_budget=_typed(args, "el_memory_budget", float),
         encoder_batch=_typed(args, "el_encoder_batch", int),
+        compile=_typed(args, "el_compile", str) or "none",
     )
 
 

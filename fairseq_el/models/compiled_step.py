@@ -1,0 +1,196 @@
+"""The decoder's incremental step through ``torch.compile`` (``--el-compile``).
+
+What is compiled: one function over every layer of the decoder (:func:`decoder_step`: token
+embedding, the stock layer modules with their EL attention and static caches, final layer norm),
+with ``fullgraph=True``, so a graph break is an error, never a silent split. What stays eager:
+the positions (fairseq computes them from the step number, a Python int), the generator's
+search and reorders, the output projection, step 0 of a run (it allocates the caches), and
+every full-sequence call (training, scoring, prompts).
+
+Shapes: the caches are static (:mod:`fairseq_el.attention.cache`): their capacity changes only
+at a bucket boundary, their write position is a tensor; rows change only when sentences finish.
+Dynamo's automatic dynamic shapes then compile one graph for the first shapes and one with the
+dimensions that changed (rows, capacity, source length) made symbolic: a handful of graphs per
+model, counted in :class:`CompileStats`. Each decoder compiles its own copy of the step's code,
+so models never evict each other from dynamo's cache (its ``recompile_limit`` is per code).
+
+When compiling is impossible (no ``torch.compile``, an option the step does not cover, a
+compiler missing or failing), the decoder decodes eagerly and logs one line saying why.
+"""
+
+import logging
+import time
+import types
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+# graphs one decoder may compile before it decodes eagerly (dynamo's default is 8 per code: one
+# per search width k times the shapes dynamo specializes, sizes 1 and the first, plus symbolic)
+RECOMPILE_LIMIT = 32
+
+
+@dataclass
+class CompileStats:
+    """Compile cost of one decoding run (one generator call).
+
+    ``graphs``: graphs dynamo compiled during the run's steps; ``compile_seconds``: wall time of
+    the steps that compiled (compiling dominates them); ``compiled_steps`` / ``eager_steps``:
+    incremental steps run compiled / eagerly (step 0 of a run is always eager and not counted);
+    ``graph_breaks``: breaks dynamo counted in those steps (0: ``fullgraph`` refuses any);
+    ``eager_reason``: why the step runs eagerly (None while it compiles)."""
+
+    mode: str
+    graphs: int = 0
+    compile_seconds: float = 0.0
+    compiled_steps: int = 0
+    eager_steps: int = 0
+    graph_breaks: int = 0
+    eager_reason: Optional[str] = None
+    graph_shapes: List[str] = field(default_factory=list)  # per graph: rows, source length
+
+    def summary(self) -> str:
+        if self.eager_reason is not None and not self.compiled_steps:
+            return f"--el-compile {self.mode}: eager ({self.eager_reason})"
+        return (
+            f"--el-compile {self.mode}: {self.compiled_steps} steps compiled, "
+            f"{self.eager_steps} eager; {self.graphs} graphs compiled in "
+            f"{self.compile_seconds:.1f} s"
+        )
+
+
+def decoder_step(
+    decoder,
+    tokens: Tensor,
+    positions: Optional[Tensor],
+    enc: Optional[Tensor],
+    padding_mask: Optional[Tensor],
+    incremental_state: Dict[str, Dict[str, Optional[Tensor]]],
+    alignment_layer: int,
+    alignment_heads: Optional[int],
+) -> Tuple[Tensor, Optional[Tensor], List[Optional[Tensor]]]:
+    """One incremental step of a fairseq ``TransformerDecoderBase`` through its stock layer
+    modules: what ``extract_features_scriptable`` does for one token, without its host sync
+    (the self-attention padding mask is always passed: static caches always keep padding).
+
+    tokens: (R, 1) the step's tokens; positions: (R, 1, C) or None. Returns the features
+    (R, 1, C), the alignment layer's head-averaged attention and the inner states."""
+    x = decoder.embed_scale * decoder.embed_tokens(tokens)  # (R, 1, C)
+    if decoder.quant_noise is not None:
+        x = decoder.quant_noise(x)
+    if decoder.project_in_dim is not None:
+        x = decoder.project_in_dim(x)
+    if positions is not None:
+        x = x + positions
+    if decoder.layernorm_embedding is not None:
+        x = decoder.layernorm_embedding(x)
+    x = decoder.dropout_module(x).transpose(0, 1)  # (1, R, C)
+    self_attn_padding_mask = tokens.eq(decoder.padding_idx)  # (R, 1)
+    attn: Optional[Tensor] = None
+    inner_states: List[Optional[Tensor]] = [x]
+    for idx, layer in enumerate(decoder.layers):
+        x, layer_attn, _ = layer(
+            x, enc, padding_mask, incremental_state, self_attn_mask=None,
+            self_attn_padding_mask=self_attn_padding_mask,
+            need_attn=idx == alignment_layer, need_head_weights=idx == alignment_layer,
+        )  # fmt: skip
+        inner_states.append(x)
+        if layer_attn is not None and idx == alignment_layer:
+            attn = layer_attn.float().to(x)
+    if attn is not None:
+        if alignment_heads is not None:
+            attn = attn[:alignment_heads]
+        attn = attn.mean(dim=0)  # average over heads
+    if decoder.layer_norm is not None:
+        x = decoder.layer_norm(x)
+    x = x.transpose(0, 1)  # (R, 1, C)
+    if decoder.project_out_dim is not None:
+        x = decoder.project_out_dim(x)
+    return x, attn, inner_states
+
+
+def _own_copy(fn: Callable) -> Callable:
+    """``fn`` with a code object of its own: dynamo caches compiled graphs per code object, so
+    each decoder gets its own cache and recompile limit."""
+    return types.FunctionType(
+        fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+
+
+def _graphs_compiled() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _graph_breaks() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(sum(counters["graph_break"].values()))
+
+
+class CompiledStep:
+    """:func:`decoder_step` through ``torch.compile`` for one decoder, with its stats; falls
+    back to the same function run eagerly, logging once why, if compiling fails."""
+
+    def __init__(self, mode: str):
+        self.stats = CompileStats(mode)  # the current (or last) run's
+        self.runs, self.total_graphs, self.total_compile_seconds = 0, 0, 0.0
+        self.mode = mode
+        self.backend = "inductor"  # tests may trace with "aot_eager" (no C++ compile)
+        self._compiled: Optional[Callable] = None
+        self.eager_reason: Optional[str] = None
+        if not hasattr(torch, "compile"):
+            self.give_up(f"torch {torch.__version__} has no torch.compile")
+
+    def new_run(self) -> CompileStats:
+        self.runs += 1
+        self.stats = CompileStats(self.mode, eager_reason=self.eager_reason)
+        return self.stats
+
+    def give_up(self, reason: str) -> None:
+        if self.eager_reason is None:
+            logger.warning(f"fairseq-el: --el-compile {self.mode}: {reason}; decoding eagerly")
+        self.eager_reason = self.stats.eager_reason = reason
+
+    def _compile(self) -> Callable:
+        if self._compiled is None:
+            mode = None if self.mode == "default" or self.backend != "inductor" else self.mode
+            self._compiled = torch.compile(
+                _own_copy(decoder_step), fullgraph=True, backend=self.backend, mode=mode
+            )
+        return self._compiled
+
+    def __call__(self, *args) -> Tuple[Tensor, Optional[Tensor], List[Optional[Tensor]]]:
+        if self.eager_reason is not None:
+            self.stats.eager_steps += 1
+            return decoder_step(*args)
+        graphs, breaks, start = _graphs_compiled(), _graph_breaks(), time.perf_counter()
+        try:
+            # a frame past its recompile limit would silently run eagerly: make it an error
+            with torch._dynamo.config.patch(
+                recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
+            ):
+                out = self._compile()(*args)
+        except Exception as error:  # a compiler missing or failing: nothing ran, decode eagerly
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            self.give_up(f"compiling failed ({type(error).__name__}: {first[:200]})")
+            self.stats.eager_steps += 1
+            return decoder_step(*args)
+        new = _graphs_compiled() - graphs
+        self.stats.compiled_steps += 1
+        self.stats.graph_breaks += _graph_breaks() - breaks
+        if new:
+            seconds = time.perf_counter() - start
+            self.stats.graphs += new
+            self.stats.compile_seconds += seconds
+            self.total_graphs += new
+            self.total_compile_seconds += seconds
+            tokens, enc = args[1], args[3]
+            source = "" if enc is None else f", source {enc.size(0)}"
+            self.stats.graph_shapes.append(f"rows {tokens.size(0)}{source}")
+        return out
