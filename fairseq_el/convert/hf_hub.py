@@ -27,8 +27,12 @@ from fairseq_el.files import sha256, write_json
 from fairseq_el.usage import UsageError
 
 # the weight files save_pretrained writes (one of them, or a shard index)
-WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-           "pytorch_model.bin.index.json")  # fmt: skip
+WEIGHTS = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 HASH_LENGTH = 40
 
 
@@ -55,8 +59,9 @@ def hub_cache(env: Optional[Mapping[str, str]] = None) -> Path:
 def own_cache(env: Optional[Mapping[str, str]] = None) -> Path:
     """This package's cache of converted models."""
     env = os.environ if env is None else env
-    root = env.get("FAIRSEQ_EL_CACHE") or os.path.join(env.get("XDG_CACHE_HOME", "~/.cache"),
-                                                       "fairseq_el")  # fmt: skip
+    root = env.get("FAIRSEQ_EL_CACHE") or os.path.join(
+        env.get("XDG_CACHE_HOME", "~/.cache"), "fairseq_el"
+    )
     return Path(root).expanduser() / "hf"
 
 
@@ -79,8 +84,10 @@ def require_weights(folder: Path, option: str) -> None:
     not one)."""
     if not any((folder / name).is_file() for name in WEIGHTS):
         names = ", ".join(WEIGHTS[:2])
-        raise UsageError(f"{option} {folder}: no weights file ({names}): the download is "
-                         "incomplete or the folder holds only a config")  # fmt: skip
+        raise UsageError(
+            f"{option} {folder}: no weights file ({names}): the download is "
+            "incomplete or the folder holds only a config"
+        )
 
 
 def _local_key(folder: Path) -> str:
@@ -93,8 +100,9 @@ def _local_key(folder: Path) -> str:
     return f"local--{key[:16]}"
 
 
-def resolve(spec: str, option: str = "--hf-model", env: Optional[Mapping[str, str]] = None
-            ) -> HFModel:  # fmt: skip
+def resolve(
+    spec: str, option: str = "--hf-model", env: Optional[Mapping[str, str]] = None
+) -> HFModel:
     """``spec``: a ``save_pretrained`` folder, or a hub id (``org/name[@revision]``) found in the
     local Hugging Face cache; a :class:`UsageError` in one line otherwise. Nothing is
     downloaded."""
@@ -110,21 +118,27 @@ def resolve(spec: str, option: str = "--hf-model", env: Optional[Mapping[str, st
     repo_dir = cache / ("models--" + repo.replace("/", "--"))
     where = f"the local Hugging Face cache ({cache}; set HF_HUB_CACHE or HF_HOME)"
     if not repo_dir.is_dir():
-        raise UsageError(f"{option} {spec}: not in {where}; nothing is downloaded: fetch it "
-                         f"once (huggingface-cli download {repo}) or give a save_pretrained "
-                         "folder")  # fmt: skip
+        raise UsageError(
+            f"{option} {spec}: not in {where}; nothing is downloaded: fetch it "
+            f"once (huggingface-cli download {repo}) or give a save_pretrained "
+            "folder"
+        )
     ref = repo_dir / "refs" / revision
     if ref.is_file():
         snapshot = ref.read_text(encoding="utf-8").strip()
     elif (repo_dir / "snapshots" / revision).is_dir():
         snapshot = revision  # a commit hash given as the revision
     else:
-        raise UsageError(f"{option} {spec}: revision {revision!r} is not in {repo_dir} "
-                         "(no refs/ entry or snapshot of that name)")  # fmt: skip
+        raise UsageError(
+            f"{option} {spec}: revision {revision!r} is not in {repo_dir} "
+            "(no refs/ entry or snapshot of that name)"
+        )
     folder = repo_dir / "snapshots" / snapshot
     if not folder.is_dir():
-        raise UsageError(f"{option} {spec}: {ref} names snapshot {snapshot}, which is not in "
-                         f"{repo_dir / 'snapshots'}")  # fmt: skip
+        raise UsageError(
+            f"{option} {spec}: {ref} names snapshot {snapshot}, which is not in "
+            f"{repo_dir / 'snapshots'}"
+        )
     check_folder(folder, option)
     return HFModel(folder, spec, f"{repo_dir.name}/{snapshot}")
 
@@ -134,8 +148,9 @@ def converted_dir(model: HFModel, env: Optional[Mapping[str, str]] = None) -> Pa
     return own_cache(env) / model.key
 
 
-def ensure_converted(model: HFModel, dict_path: str,
-                     env: Optional[Mapping[str, str]] = None) -> Dict[str, object]:  # fmt: skip
+def ensure_converted(
+    model: HFModel, dict_path: str, env: Optional[Mapping[str, str]] = None
+) -> Dict[str, object]:
     """``model`` converted into :func:`converted_dir` unless it already is; what was done.
 
     The conversion is written into a temporary folder beside the destination and renamed into

@@ -57,12 +57,22 @@ class ModelMemory:
         options = getattr(decoder, "el_options", None)
         variant = Attention.of(model)
         dtype_bytes = next(model.parameters()).element_size()
-        dims = Dims(len(decoder.layers), decoder.embed_dim, enc_layer.embed_dim,
-                    layer.self_attn.num_heads, dtype_bytes)  # fmt: skip
-        return cls(variant, dims, enc_layer.self_attn.num_heads, enc_layer.fc1.out_features,
-                   decoder.output_projection.out_features,
-                   options is not None and options.policy != "el",
-                   options.encoder_batch if options is not None else None)  # fmt: skip
+        dims = Dims(
+            len(decoder.layers),
+            decoder.embed_dim,
+            enc_layer.embed_dim,
+            layer.self_attn.num_heads,
+            dtype_bytes,
+        )
+        return cls(
+            variant,
+            dims,
+            enc_layer.self_attn.num_heads,
+            enc_layer.fc1.out_features,
+            decoder.output_projection.out_features,
+            options is not None and options.policy != "el",
+            options.encoder_batch if options is not None else None,
+        )
 
     @property
     def el(self) -> bool:
@@ -90,8 +100,9 @@ class ModelMemory:
 
 
 def weight_bytes(models: Sequence[nn.Module]) -> int:
-    return sum(t.numel() * t.element_size() for m in models for t in (*m.parameters(),
-               *m.buffers()))  # fmt: skip
+    return sum(
+        t.numel() * t.element_size() for m in models for t in (*m.parameters(), *m.buffers())
+    )
 
 
 def default_budget(device: torch.device, weights: int, local_world: int) -> int:
@@ -140,8 +151,9 @@ class AutoBatch:
         """weights, the encoding and decoding phases, and the state (part of decoding)."""
         total = {"weights": self.weights, "encoding": 0, "decoding": 0, "state": 0}
         for model in self.models:
-            found = model.batch_bytes(batch, src_len, self.hyps, self.positions(src_len),
-                                      self.per_pass(model, src_len))  # fmt: skip
+            found = model.batch_bytes(
+                batch, src_len, self.hyps, self.positions(src_len), self.per_pass(model, src_len)
+            )
             for name, value in found.items():
                 total[name] += value
         return total
@@ -170,10 +182,12 @@ class AutoBatch:
         p = self.parts(shown, bucket)
         variants = "/".join(sorted({m.variant.value for m in self.models}))
         passes = [self.per_pass(m, bucket) for m in self.models]
-        return (f"--batch-size auto: sources up to {bucket} tokens, {self.hyps} hypotheses, up "
-                f"to {self.positions(bucket)} positions: batch {batch} ({variants}; at batch "
-                f"{shown}: weights {p['weights'] / GIB:.3f} + max(encoding "
-                f"{p['encoding'] / GIB:.3f}, decoding {p['decoding'] / GIB:.3f} of which state "
-                f"{p['state'] / GIB:.3f}) = "
-                f"{self.peak(shown, bucket) / GIB:.3f} GiB of a {self.budget / GIB:.3f} GiB "
-                f"budget; encoder sentences per pass {passes})")  # fmt: skip
+        return (
+            f"--batch-size auto: sources up to {bucket} tokens, {self.hyps} hypotheses, up "
+            f"to {self.positions(bucket)} positions: batch {batch} ({variants}; at batch "
+            f"{shown}: weights {p['weights'] / GIB:.3f} + max(encoding "
+            f"{p['encoding'] / GIB:.3f}, decoding {p['decoding'] / GIB:.3f} of which state "
+            f"{p['state'] / GIB:.3f}) = "
+            f"{self.peak(shown, bucket) / GIB:.3f} GiB of a {self.budget / GIB:.3f} GiB "
+            f"budget; encoder sentences per pass {passes})"
+        )

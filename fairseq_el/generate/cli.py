@@ -85,8 +85,10 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     examples = gen.examples(raw)
     if references is not None:
         if len(references) != examples.count:
-            raise UsageError(f"--references {args.references}: {len(references)} lines for "
-                             f"{examples.count} examples")  # fmt: skip
+            raise UsageError(
+                f"--references {args.references}: {len(references)} lines for "
+                f"{examples.count} examples"
+            )
     mine = [i for i in range(examples.count) if ranks.owns(i)]
     dataset, id_of, indices = examples.dataset([i for i in mine if i not in examples.skipped])
     kept, dropped = gen.too_long(dataset, indices)
@@ -94,22 +96,28 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     all_dropped = sorted(i for ids in ranks_mod.gather(ranks, dropped_ids) for i in ids)
     if all_dropped and not args.skip_invalid_size_inputs_valid_test:
         shown = ", ".join(map(str, all_dropped[:10])) + (", ..." if len(all_dropped) > 10 else "")
-        raise UsageError(f"{len(all_dropped)} examples are longer than the model's positions "
-                         f"{gen.max_positions} (ids {shown}): pass --truncate-source, or "
-                         "--skip-invalid-size-inputs-valid-test to skip them")  # fmt: skip
+        raise UsageError(
+            f"{len(all_dropped)} examples are longer than the model's positions "
+            f"{gen.max_positions} (ids {shown}): pass --truncate-source, or "
+            "--skip-invalid-size-inputs-valid-test to skip them"
+        )
     auto = gen.auto_batch(ranks.local_world) if args.batch_auto else None
     longest = max(ranks_mod.gather(ranks, max(map(dataset.num_tokens, kept), default=0)))
     if auto is not None and longest and auto.batch(auto.bucket(longest)) == 0:
-        raise UsageError(auto.explain(auto.bucket(longest), 0) + ": not even one sentence "
-                         "fits; raise --max-memory")  # fmt: skip
+        raise UsageError(
+            auto.explain(auto.bucket(longest), 0) + ": not even one sentence "
+            "fits; raise --max-memory"
+        )
 
     # the work: nothing above wrote anything
     plan = on_main(ranks, lambda: store.start(options, args.resume))
     todo = examples.count - len(plan.done)
     if args.resume:
         torn = f" (ignored {plan.torn} torn last lines)" if plan.torn else ""
-        logger.info(f"resume: {len(plan.done)} of {examples.count} examples done in "
-                    f"{store.dir}{torn}, generating the {todo} missing")  # fmt: skip
+        logger.info(
+            f"resume: {len(plan.done)} of {examples.count} examples done in "
+            f"{store.dir}{torn}, generating the {todo} missing"
+        )
     stats = Stats(truncated=gen.truncated_count(dataset, kept))
     for i in mine:
         if i in examples.skipped and i not in plan.done:
@@ -122,8 +130,11 @@ def generate(args: argparse.Namespace, ranks: ranks_mod.Ranks) -> None:
     parts = [store.part(plan.attempt, r, ranks.world) for r in range(ranks.world)]
     progress = Progress(parts, todo, ranks.main and not args.no_progress_bar)
     try:
-        writer.write(dumps({**gen.head(i), "hypotheses": [], "skipped": reason})
-                     for reason, ids in sorted(stats.skipped.items()) for i in ids)  # fmt: skip
+        writer.write(
+            dumps({**gen.head(i), "hypotheses": [], "skipped": reason})
+            for reason, ids in sorted(stats.skipped.items())
+            for i in ids
+        )
         gen.run(dataset, id_of, kept, writer, auto, progress.refresh, stats)
         ranks_mod.wait_all(ranks, progress.refresh)
     finally:
@@ -153,11 +164,19 @@ def settings(args: argparse.Namespace, gen: Generation, ranks: ranks_mod.Ranks) 
     attention = "stock" if args.stock else "EL"
     variants = sorted({m.variant.value for m in gen.memory})
     dtype = "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
-    return {"attention": f"{attention} ({', '.join(variants)})", "world_size": ranks.world,
-            "device": gen.device.type, "dtype": dtype,
-            "batch_rule": "auto" if args.batch_auto else (
-                f"--batch-size {args.batch_size}" if args.batch_size else
-                f"--max-tokens {args.max_tokens}")}  # fmt: skip
+    return {
+        "attention": f"{attention} ({', '.join(variants)})",
+        "world_size": ranks.world,
+        "device": gen.device.type,
+        "dtype": dtype,
+        "batch_rule": "auto"
+        if args.batch_auto
+        else (
+            f"--batch-size {args.batch_size}"
+            if args.batch_size
+            else f"--max-tokens {args.max_tokens}"
+        ),
+    }
 
 
 @entry_point(PROG)
@@ -186,8 +205,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise SystemExit(EXIT_USAGE) from None
     except KeyboardInterrupt:
         where = f" in {PartStore(output).dir}" if output is not None else ""
-        print(f"{PROG}: interrupted; finished examples are kept{where}: rerun with --resume",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{PROG}: interrupted; finished examples are kept{where}: rerun with --resume",
+            file=sys.stderr,
+        )
         raise SystemExit(130) from None
 
 

@@ -29,12 +29,34 @@ SAMPLING_SEEDS = ("per-example", "global")
 NO_BPE = "none"  # --bpe none: no BPE on --input, as fairseq-interactive without --bpe
 # What decides the outputs, beside the generation options: a resumed run must agree on these.
 FINGERPRINT = (
-    "data", "gen_subset", "source_lang", "target_lang", "task", "path", "model_overrides",
-    "checkpoint_suffix", "stock", "fp16", "bf16", "seed", "truncate_source",
-    "max_source_positions", "max_target_positions", "skip_invalid_size_inputs_valid_test",
-    "sampling_seed", "skip_empty", "bpe", "tokenizer", "post_process", "gpt2_encoder_json",
-    "gpt2_vocab_bpe", "input_format", "text_field", "id_field", "hf_model",
-)  # fmt: skip
+    "data",
+    "gen_subset",
+    "source_lang",
+    "target_lang",
+    "task",
+    "path",
+    "model_overrides",
+    "checkpoint_suffix",
+    "stock",
+    "fp16",
+    "bf16",
+    "seed",
+    "truncate_source",
+    "max_source_positions",
+    "max_target_positions",
+    "skip_invalid_size_inputs_valid_test",
+    "sampling_seed",
+    "skip_empty",
+    "bpe",
+    "tokenizer",
+    "post_process",
+    "gpt2_encoder_json",
+    "gpt2_vocab_bpe",
+    "input_format",
+    "text_field",
+    "id_field",
+    "hf_model",
+)
 NOT_SUPPORTED = {
     "lm_path": "--lm-path (shallow fusion): use fairseq-generate",
     "constraints": "--constraints: use fairseq-interactive",
@@ -53,8 +75,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.prog = PROG
     parser.error = _fail  # one line, not fairseq's page-long usage
     # as fairseq-generate's cli_main, for tasks that read model args
-    parser.add_argument("--arch", "-a", metavar="ARCH", default="wav2vec2",
-                        help="model architecture, for tasks that read model args")  # fmt: skip
+    parser.add_argument(
+        "--arch",
+        "-a",
+        metavar="ARCH",
+        default="wav2vec2",
+        help="model architecture, for tasks that read model args",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     group = parser.add_argument_group("fairseq-el-generate")
     group.add_argument(
@@ -154,7 +181,7 @@ def get_parser() -> argparse.ArgumentParser:
         default="rouge",
         help="with --references: ROUGE (rouge-score) or sacreBLEU",
     )
-    return parser  # fmt: skip
+    return parser
 
 
 def split_auto(argv: Sequence[str]) -> Tuple[List[str], bool]:
@@ -231,8 +258,10 @@ def parse(argv: Optional[Sequence[str]] = None, distributed: bool = False) -> ar
     args.input_name = args.raw_input
     if args.raw_input == "-":
         if distributed:
-            raise UsageError("--input -: standard input reaches one process; with several "
-                             "ranks give a file on a filesystem they share")  # fmt: skip
+            raise UsageError(
+                "--input -: standard input reaches one process; with several "
+                "ranks give a file on a filesystem they share"
+            )
         args.raw_input = spool_stdin()
     check(args)
     return args
@@ -247,8 +276,10 @@ def with_hf_model(argv: List[str]) -> List[str]:
     if spec is None:
         return argv
     if _value(argv, "--path") is not None:
-        raise UsageError("--hf-model and --path: give one of them (--hf-model is converted into "
-                         "the checkpoint it generates with)")  # fmt: skip
+        raise UsageError(
+            "--hf-model and --path: give one of them (--hf-model is converted into "
+            "the checkpoint it generates with)"
+        )
     from fairseq_el.convert.hf_common import hf_model_type
     from fairseq_el.convert.hf_hub import converted_dir, resolve
 
@@ -303,8 +334,9 @@ def check(args: argparse.Namespace) -> None:
     if not out.parent.is_dir():
         raise UsageError(f"--output {out}: folder {out.parent} does not exist")
     if args.nbest > args.beam:
-        raise UsageError(f"--nbest {args.nbest} is more than --beam {args.beam}: fairseq keeps "
-                         "--beam hypotheses")  # fmt: skip
+        raise UsageError(
+            f"--nbest {args.nbest} is more than --beam {args.beam}: fairseq keeps --beam hypotheses"
+        )
     if args.raw_input and args.prefix_size > 0:
         raise UsageError("--prefix-size reads the targets of binarized data; --input has none")
     if args.batch_auto and args.max_tokens is not None:
@@ -316,8 +348,10 @@ def check(args: argparse.Namespace) -> None:
     if args.verify and args.stock:
         raise UsageError("--verify compares EL with stock fairseq; this run is --stock")
     if args.verify and args.sampling and args.sampling_seed == "global":
-        raise UsageError("--verify with --sampling-seed global: its draws depend on the whole "
-                         "batch, so N examples alone cannot be drawn again")  # fmt: skip
+        raise UsageError(
+            "--verify with --sampling-seed global: its draws depend on the whole "
+            "batch, so N examples alone cannot be drawn again"
+        )
     if args.fp16 and args.bf16:
         raise UsageError("--fp16 and --bf16: give one of them")
     global_sampling = args.sampling and args.sampling_seed == "global"

@@ -84,8 +84,10 @@ class PartStore:
         (``--resume``, same options); writes nothing."""
         exists = bool(self.parts())  # a manifest alone: a run that stopped before generating
         if exists and not resume:
-            raise PartsError(f"{self.dir} holds an earlier run's parts: pass --resume to "
-                             f"continue it, or remove the folder to start over")  # fmt: skip
+            raise PartsError(
+                f"{self.dir} holds an earlier run's parts: pass --resume to "
+                f"continue it, or remove the folder to start over"
+            )
         if exists:
             self._check(normalized(fingerprint))
         return exists
@@ -106,8 +108,9 @@ class PartStore:
         try:
             before = json.loads(self.manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise PartsError(f"{self.manifest}: unreadable ({err}); remove {self.dir} to "
-                             "start over") from err  # fmt: skip
+            raise PartsError(
+                f"{self.manifest}: unreadable ({err}); remove {self.dir} to start over"
+            ) from err
         for key in sorted(set(before) | set(fingerprint)):
             if before.get(key) != fingerprint.get(key):
                 option = "--" + key.replace("_", "-")
@@ -129,8 +132,10 @@ class PartStore:
                 try:
                     example_id = json.loads(line)["id"]
                 except (ValueError, KeyError, TypeError) as err:
-                    raise PartsError(f"{path}: line {number} is not a record ({err}); remove "
-                                     f"{self.dir} to start over") from err  # fmt: skip
+                    raise PartsError(
+                        f"{path}: line {number} is not a record ({err}); remove "
+                        f"{self.dir} to start over"
+                    ) from err
                 records.setdefault(int(example_id), line)
         return records, torn
 
@@ -141,12 +146,16 @@ class PartStore:
         missing = [i for i in expected if i not in records]
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-            raise PartsError(f"{len(missing)} examples missing from {self.dir} (ids {shown}): "
-                             "a rank stopped early; rerun with --resume")  # fmt: skip
+            raise PartsError(
+                f"{len(missing)} examples missing from {self.dir} (ids {shown}): "
+                "a rank stopped early; rerun with --resume"
+            )
         extra = sorted(set(records) - set(expected))
         if extra:
-            raise PartsError(f"{self.dir}: id {extra[0]} is not an example of this input; "
-                             f"remove {self.dir} to start over")  # fmt: skip
+            raise PartsError(
+                f"{self.dir}: id {extra[0]} is not an example of this input; "
+                f"remove {self.dir} to start over"
+            )
         with atomic_write(self.output) as f:
             for example_id in expected:
                 f.write(records[example_id] + "\n")

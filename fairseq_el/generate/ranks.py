@@ -46,13 +46,19 @@ def from_env(env: Optional[dict] = None) -> Ranks:
     env = os.environ if env is None else env
     if "WORLD_SIZE" in env and "RANK" in env:
         world = int(env["WORLD_SIZE"])
-        return Ranks(int(env["RANK"]), world, int(env.get("LOCAL_RANK", 0)),
-                     int(env.get("LOCAL_WORLD_SIZE", world)), "torchrun")  # fmt: skip
+        return Ranks(
+            int(env["RANK"]),
+            world,
+            int(env.get("LOCAL_RANK", 0)),
+            int(env.get("LOCAL_WORLD_SIZE", world)),
+            "torchrun",
+        )
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
         world = int(env["SLURM_STEP_NUM_TASKS"])
         local_world = int(env.get("SLURM_STEP_TASKS_PER_NODE", str(world)).split("(")[0])
-        return Ranks(int(env["SLURM_PROCID"]), world, int(env.get("SLURM_LOCALID", 0)),
-                     local_world, "slurm")  # fmt: skip
+        return Ranks(
+            int(env["SLURM_PROCID"]), world, int(env.get("SLURM_LOCALID", 0)), local_world, "slurm"
+        )
     return Ranks()
 
 
@@ -71,8 +77,13 @@ def init(ranks: Ranks, output: Path) -> None:
         dist.init_process_group("gloo", timeout=TIMEOUT)
     else:
         store = rendezvous_file(output)
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=ranks.rank,
-                                world_size=ranks.world, timeout=TIMEOUT)  # fmt: skip
+        dist.init_process_group(
+            "gloo",
+            init_method=f"file://{store}",
+            rank=ranks.rank,
+            world_size=ranks.world,
+            timeout=TIMEOUT,
+        )
 
 
 def finish(ranks: Ranks, output: Path) -> None:

@@ -20,8 +20,14 @@ class Progress:
 
     def __init__(self, parts: Sequence[Path], total: int, enabled: bool) -> None:
         self.offsets = {path: 0 for path in parts}
-        self.bar = tqdm(total=total, unit="ex", file=sys.stderr, disable=not enabled,
-                        dynamic_ncols=True, desc="generate")  # fmt: skip
+        self.bar = tqdm(
+            total=total,
+            unit="ex",
+            file=sys.stderr,
+            disable=not enabled,
+            dynamic_ncols=True,
+            desc="generate",
+        )
         self.enabled = enabled
 
     def refresh(self) -> None:
@@ -53,8 +59,9 @@ def summary(
     ranks_stats: List[Dict[str, Any]], examples: int, resumed: int, settings: Dict[str, Any]
 ) -> Dict[str, Any]:
     """Totals over ranks: what was generated, how fast, with what batch, skipped what."""
-    stats = [Stats(**{k: v for k, v in s.items() if k in Stats.__annotations__})
-             for s in ranks_stats]  # fmt: skip
+    stats = [
+        Stats(**{k: v for k, v in s.items() if k in Stats.__annotations__}) for s in ranks_stats
+    ]
     seconds = max((s.seconds for s in stats), default=0.0)
     generated = sum(s.generated for s in stats)
     tokens = sum(s.tokens for s in stats)
@@ -66,16 +73,21 @@ def summary(
     for s in stats:
         batches.update(s.batches)
     return {
-        "examples": examples, "generated": generated, "resumed": resumed,
+        "examples": examples,
+        "generated": generated,
+        "resumed": resumed,
         "skipped": {reason: sorted(ids) for reason, ids in skipped.items()},
         "truncated_sources": sum(s.truncated for s in stats),
-        "seconds": seconds, "examples_per_s": generated / seconds if seconds else 0.0,
-        "tokens": tokens, "tokens_per_s": tokens / seconds if seconds else 0.0,
-        "batch": batches, "out_of_memory_retries": sum(s.out_of_memory for s in stats),
+        "seconds": seconds,
+        "examples_per_s": generated / seconds if seconds else 0.0,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds if seconds else 0.0,
+        "batch": batches,
+        "out_of_memory_retries": sum(s.out_of_memory for s in stats),
         "peak_memory_gib": max(s["peak_memory_gib"] for s in ranks_stats),
         "peak_memory_of": ranks_stats[0]["peak_memory_of"],
         **settings,
-    }  # fmt: skip
+    }
 
 
 def score(output: Path, references: str, metric: str) -> Dict[str, Any]:
@@ -99,13 +111,19 @@ def scorer(metric: str) -> Dict[str, str]:
         # fairseq_el.metrics.bleu is sacrebleu.corpus_bleu with these settings, one reference
         signature = BLEU(tokenize="13a")
         signature.corpus_score(["a"], [["a"]])
-        return {"implementation": "sacrebleu", "version": sacrebleu.__version__,
-                "signature": str(signature.get_signature()),
-                "settings": "corpus BLEU, detokenized text, one reference each"}  # fmt: skip
-    return {"implementation": "rouge-score", "version": version("rouge-score"),
-            "settings": "F1 x 100, plain mean over examples (no bootstrap); Porter stemming; "
-                        "no stopword removal; rougeLsum on sentences split by "
-                        "fairseq_el.metrics.split_sentences (not nltk), one per line"}  # fmt: skip
+        return {
+            "implementation": "sacrebleu",
+            "version": sacrebleu.__version__,
+            "signature": str(signature.get_signature()),
+            "settings": "corpus BLEU, detokenized text, one reference each",
+        }
+    return {
+        "implementation": "rouge-score",
+        "version": version("rouge-score"),
+        "settings": "F1 x 100, plain mean over examples (no bootstrap); Porter stemming; "
+        "no stopword removal; rougeLsum on sentences split by "
+        "fairseq_el.metrics.split_sentences (not nltk), one per line",
+    }
 
 
 def describe(summary_: Dict[str, Any], output: Path, summary_path: Optional[Path]) -> str:
@@ -117,24 +135,29 @@ def describe(summary_: Dict[str, Any], output: Path, summary_path: Optional[Path
         f"batch {s['batch']}, peak memory {s['peak_memory_gib']:.2f} GiB "
         f"({s['peak_memory_of']}), {s['attention']}, world size {s['world_size']}, "
         f"{s['device']} {s['dtype']}",
-    ]  # fmt: skip
+    ]
     for reason, ids in s["skipped"].items():
         lines.append(f"skipped {len(ids)} examples ({reason}): ids {ids[:20]}")
     if s["truncated_sources"]:
         lines.append(f"{s['truncated_sources']} sources truncated (--truncate-source)")
     if "scores" in s:
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in s["scores"].items()
-                          if k not in ("references", "scorer"))  # fmt: skip
+        shown = ", ".join(
+            f"{k} {v:.2f}" for k, v in s["scores"].items() if k not in ("references", "scorer")
+        )
         by = s["scores"]["scorer"]
         how = by.get("signature") or by["settings"]
-        lines.append(f"scores against {s['scores']['references']}: {shown} "
-                     f"({by['implementation']} {by['version']}: {how})")  # fmt: skip
+        lines.append(
+            f"scores against {s['scores']['references']}: {shown} "
+            f"({by['implementation']} {by['version']}: {how})"
+        )
     if "verify" in s:
         v = s["verify"]
         verdict = "passed" if v["passed"] else "FAILED"
-        lines.append(f"verify: {v['identical']}/{v['examples']} identical hypotheses vs stock "
-                     f"fairseq, largest score difference {v['max_score_diff']:.2e}: {verdict} "
-                     f"({v['rule']})")  # fmt: skip
+        lines.append(
+            f"verify: {v['identical']}/{v['examples']} identical hypotheses vs stock "
+            f"fairseq, largest score difference {v['max_score_diff']:.2e}: {verdict} "
+            f"({v['rule']})"
+        )
     if summary_path is not None:
         lines.append(f"summary: {summary_path}")
     return "\n".join(lines)

@@ -53,9 +53,11 @@ def check_gpt2_dictionary(dictionary: Any) -> None:
     symbols = dictionary.symbols[dictionary.nspecial :][:200]
     words = [s for s in symbols if not s.isdigit() and not s.startswith("madeupword")]
     if symbols and len(words) > len(symbols) // 2:
-        raise UsageError(f"--input: without --bpe the sources get GPT-2 BPE, but the source "
-                         f"dictionary holds other symbols (e.g. {words[0]!r}): pass --bpe none "
-                         "for a word-level model, or the --bpe it was made with")  # fmt: skip
+        raise UsageError(
+            f"--input: without --bpe the sources get GPT-2 BPE, but the source "
+            f"dictionary holds other symbols (e.g. {words[0]!r}): pass --bpe none "
+            "for a word-level model, or the --bpe it was made with"
+        )
 
 
 @dataclass
@@ -81,8 +83,10 @@ def load_models(args: argparse.Namespace, task: Any) -> Tuple[List[torch.nn.Modu
         raise UsageError(f"--model-overrides {args.model_overrides!r}: not a dict") from err
     el_given = [k for k in EL_OPTIONS if user.get(k) not in (None, False)]
     if args.stock and el_given:
-        raise UsageError(f"--model-overrides {el_given[0]}: an EL model option, and --stock "
-                         "builds the stock model, which ignores it; drop one of them")  # fmt: skip
+        raise UsageError(
+            f"--model-overrides {el_given[0]}: an EL model option, and --stock "
+            "builds the stock model, which ignores it; drop one of them"
+        )
     models, saved = [], None
     for path in utils.split_paths(args.path):
         if not args.stock:
@@ -134,9 +138,10 @@ class Generation:
             model.to(self.device)
             model.prepare_for_inference_(cfg)
         self.generator = self.task.build_generator(
-            self.models, cfg.generation,
+            self.models,
+            cfg.generation,
             extra_gen_cls_kwargs={"lm_model": None, "lm_weight": cfg.generation.lm_weight},
-        )  # fmt: skip
+        )
         self.tokenizer = self.task.build_tokenizer(cfg.tokenizer)
         self.bpe = self.task.build_bpe(cfg.bpe)
         self.max_positions = utils.resolve_max_positions(
@@ -159,8 +164,14 @@ class Generation:
         if raw is None:
             return Binarized(self.task.dataset(a.gen_subset))
         self.user_ids = raw.user_ids
-        return RawText(raw.texts, raw.name, a.skip_empty, self.encode,
-                       self.task.build_dataset_for_inference, raw.user_ids)  # fmt: skip
+        return RawText(
+            raw.texts,
+            raw.name,
+            a.skip_empty,
+            self.encode,
+            self.task.build_dataset_for_inference,
+            raw.user_ids,
+        )
 
     def head(self, example_id: int) -> Dict[str, Any]:
         """A record's first keys: fairseq's id, and the user's beside it (JSON lines)."""
@@ -202,13 +213,18 @@ class Generation:
         out = []
         for hypo in hypos[: self.args.nbest]:
             _, text, _ = utils.post_process_prediction(
-                hypo_tokens=hypo["tokens"].int().cpu(), src_str="", alignment=hypo["alignment"],
-                align_dict=None, tgt_dict=self.task.target_dictionary,
-                remove_bpe=self.cfg.common_eval.post_process, extra_symbols_to_ignore=self.strip,
-            )  # fmt: skip
+                hypo_tokens=hypo["tokens"].int().cpu(),
+                src_str="",
+                alignment=hypo["alignment"],
+                align_dict=None,
+                tgt_dict=self.task.target_dictionary,
+                remove_bpe=self.cfg.common_eval.post_process,
+                extra_symbols_to_ignore=self.strip,
+            )
             score = (hypo["score"] / math.log(2)).item()  # base 2, as fairseq-generate prints it
-            out.append({"text": self.decode(text), "tokens": hypo["tokens"].tolist(),
-                        "score": score})  # fmt: skip
+            out.append(
+                {"text": self.decode(text), "tokens": hypo["tokens"].tolist(), "score": score}
+            )
         return dumps({**self.head(example_id), "hypotheses": out})
 
     # -- batches -------------------------------------------------------------------------------
@@ -220,8 +236,9 @@ class Generation:
         else:
             budget = default_budget(self.device, weights, local_world)
         gen = self.generator
-        return AutoBatch(self.memory, weights, budget, gen.beam_size, gen.max_len_a,
-                         gen.max_len_b, gen.max_len)  # fmt: skip
+        return AutoBatch(
+            self.memory, weights, budget, gen.beam_size, gen.max_len_a, gen.max_len_b, gen.max_len
+        )
 
     def plan(
         self, dataset: Any, indices: Sequence[int], auto: Optional[AutoBatch]
@@ -251,14 +268,22 @@ class Generation:
         )
         return [int(i) for i in kept], [int(i) for i in ignored]
 
-    def infer(self, dataset: Any, indices: List[int], id_of: np.ndarray, bucket: Optional[int],
-              stats: Stats) -> List[Tuple[int, List[Dict[str, Any]]]]:  # fmt: skip
+    def infer(
+        self,
+        dataset: Any,
+        indices: List[int],
+        id_of: np.ndarray,
+        bucket: Optional[int],
+        stats: Stats,
+    ) -> List[Tuple[int, List[Dict[str, Any]]]]:
         """Hypotheses of ``indices``; an out-of-memory halves the batch and retries."""
         cap = self.caps.get(bucket)
         if cap is not None and len(indices) > cap:
-            return [out for start in range(0, len(indices), cap)
-                    for out in self.infer(dataset, indices[start : start + cap], id_of, bucket,
-                                          stats)]  # fmt: skip
+            return [
+                out
+                for start in range(0, len(indices), cap)
+                for out in self.infer(dataset, indices[start : start + cap], id_of, bucket, stats)
+            ]
         sample = dataset.collater([dataset[i] for i in indices])
         sample = utils.move_to_cuda(sample) if self.device.type == "cuda" else sample
         prefix = None
@@ -267,8 +292,9 @@ class Generation:
         if self.per_example_seed:
             utils.set_torch_seed(example_seed(self.args.seed, int(id_of[indices[0]])))
         try:
-            hypos = self.task.inference_step(self.generator, self.models, sample,
-                                             prefix_tokens=prefix)  # fmt: skip
+            hypos = self.task.inference_step(
+                self.generator, self.models, sample, prefix_tokens=prefix
+            )
         except OUT_OF_MEMORY:
             if len(indices) == 1:
                 raise
@@ -276,13 +302,20 @@ class Generation:
             torch.cuda.empty_cache()
             stats.out_of_memory += 1
             self.caps[bucket] = half = max(1, len(indices) // 2)
-            logger.warning(f"out of memory at batch {len(indices)}: retrying it as batches of "
-                           f"{half}, and keeping that limit")  # fmt: skip
+            logger.warning(
+                f"out of memory at batch {len(indices)}: retrying it as batches of "
+                f"{half}, and keeping that limit"
+            )
             return self.infer(dataset, indices, id_of, bucket, stats)
         return list(zip(sample["id"].tolist(), hypos))
 
-    def batches(self, dataset: Selection, max_sentences: Optional[int],
-                max_tokens: Optional[int], auto_bucket: Optional[int]) -> Any:  # fmt: skip
+    def batches(
+        self,
+        dataset: Selection,
+        max_sentences: Optional[int],
+        max_tokens: Optional[int],
+        auto_bucket: Optional[int],
+    ) -> Any:
         """fairseq's batch iterator over ``dataset``; every example in a batch.
 
         fairseq 0.12 drops examples when a batch holds fewer sentences than
@@ -297,19 +330,27 @@ class Generation:
         multiple = a.required_batch_size_multiple if auto_bucket is None else 1
         while True:
             itr = self.task.get_batch_iterator(
-                dataset=dataset, max_tokens=max_tokens, max_sentences=max_sentences,
-                max_positions=self.max_positions, ignore_invalid_inputs=True,
-                required_batch_size_multiple=multiple, seed=a.seed, num_shards=1, shard_id=0,
+                dataset=dataset,
+                max_tokens=max_tokens,
+                max_sentences=max_sentences,
+                max_positions=self.max_positions,
+                ignore_invalid_inputs=True,
+                required_batch_size_multiple=multiple,
+                seed=a.seed,
+                num_shards=1,
+                shard_id=0,
                 num_workers=0 if auto_bucket is not None else a.num_workers,
                 data_buffer_size=a.data_buffer_size,
                 disable_iterator_cache=True,
-            )  # fmt: skip
+            )
             covered = sum(len(batch) for batch in itr.frozen_batches)
             if covered == len(dataset.keep) or multiple == 1:
                 return itr.next_epoch_itr(shuffle=False)
-            logger.warning(f"fairseq's batching with --required-batch-size-multiple {multiple} "
-                           f"covers {covered} of {len(dataset.keep)} examples (upstream bug): "
-                           "batching with multiple 1")  # fmt: skip
+            logger.warning(
+                f"fairseq's batching with --required-batch-size-multiple {multiple} "
+                f"covers {covered} of {len(dataset.keep)} examples (upstream bug): "
+                "batching with multiple 1"
+            )
             multiple = 1
 
     def run(

@@ -127,8 +127,9 @@ def _text_field(obj: Dict[str, Any]) -> Optional[str]:
     return next((name for name in TEXT_FIELDS if name in obj), None)
 
 
-def read_jsonl(path: str, name: str, text_field: Optional[str],
-               id_field: Optional[str]) -> Tuple[List[str], Optional[List[Any]], str]:  # fmt: skip
+def read_jsonl(
+    path: str, name: str, text_field: Optional[str], id_field: Optional[str]
+) -> Tuple[List[str], Optional[List[Any]], str]:
     """Sources, user ids (None with ``--id-field none``) and a description of the fields, from
     JSON lines; a user error naming the line for anything that is not one record with a
     string source and a unique string or integer id."""
@@ -147,13 +148,17 @@ def read_jsonl(path: str, name: str, text_field: Optional[str],
             text_field = _text_field(obj)
             if text_field is None:
                 known = ", ".join(TEXT_FIELDS)
-                raise InputError(f"{where}: no source field ({known}, or an OpenAI Batch "
-                                 "body.prompt): name it with --text-field")  # fmt: skip
+                raise InputError(
+                    f"{where}: no source field ({known}, or an OpenAI Batch "
+                    "body.prompt): name it with --text-field"
+                )
         if id_field is None:
             id_field = next((f for f in ID_FIELDS if f in obj), None)
             if id_field is None:
-                raise InputError(f"{where}: no id field ({', '.join(ID_FIELDS)}): name it with "
-                                 "--id-field, or --id-field none to number the lines")  # fmt: skip
+                raise InputError(
+                    f"{where}: no id field ({', '.join(ID_FIELDS)}): name it with "
+                    "--id-field, or --id-field none to number the lines"
+                )
         try:
             text = _batch_text(obj["body"]) if text_field == BATCH_TEXT else _get(obj, text_field)
         except (KeyError, TypeError, AttributeError):
@@ -194,8 +199,9 @@ def read_input(args: argparse.Namespace) -> Optional[Sources]:
     name = getattr(args, "input_name", None) or args.raw_input
     fields = args.text_field or args.id_field
     if is_jsonl(args.raw_input, args.input_format) or (fields and args.input_format == "auto"):
-        texts, user_ids, described = read_jsonl(args.raw_input, name, args.text_field,
-                                                args.id_field)  # fmt: skip
+        texts, user_ids, described = read_jsonl(
+            args.raw_input, name, args.text_field, args.id_field
+        )
         logger.info(f"--input {name}: JSON lines, {described}")
         return Sources(texts, name, user_ids)
     return Sources(read_lines(args.raw_input, "--input"), name)
@@ -218,8 +224,10 @@ class RawText(Examples):
         empty = [i for i, line in enumerate(self.lines) if not line]
         if empty and not skip_empty:
             shown = ", ".join(str(i + 1) for i in empty[:10]) + (", ..." if len(empty) > 10 else "")
-            raise UsageError(f"--input {name}: {len(empty)} empty lines (line {shown}); remove "
-                             "them or pass --skip-empty")  # fmt: skip
+            raise UsageError(
+                f"--input {name}: {len(empty)} empty lines (line {shown}); remove "
+                "them or pass --skip-empty"
+            )
         if not self.lines:
             raise UsageError(f"--input {name}: no lines")
         super().__init__(len(self.lines), dict.fromkeys(empty, EMPTY))

@@ -77,8 +77,9 @@ def pick(records: Dict[int, Dict[str, Any]], n: int, sample: bool, seed: int) ->
     return ids[:n]
 
 
-def regenerate(args: argparse.Namespace, raw: Optional[Sources], ids: List[int],
-               fp32: bool = False) -> Dict[int, Dict[str, Any]]:  # fmt: skip
+def regenerate(
+    args: argparse.Namespace, raw: Optional[Sources], ids: List[int], fp32: bool = False
+) -> Dict[int, Dict[str, Any]]:
     """Records of ``ids`` from stock fairseq with the run's options (``fp32``: in fp32)."""
     a = copy.copy(args)
     a.stock, a.resume = True, False
@@ -101,8 +102,10 @@ def describe_difference(example_id: int, el: Dict[str, Any], stock: Dict[str, An
     who = f"example {example_id}" + (f" (user id {el['user_id']!r})" if "user_id" in el else "")
     for rank, (a, b) in enumerate(zip(el["hypotheses"], stock["hypotheses"])):
         if a["tokens"] != b["tokens"] or abs(a["score"] - b["score"]) > FP32_SCORE_TOL:
-            return (f"{who}, hypothesis {rank + 1}: EL {a['text']!r} (score {a['score']:.6f}) "
-                    f"!= stock {b['text']!r} (score {b['score']:.6f})")  # fmt: skip
+            return (
+                f"{who}, hypothesis {rank + 1}: EL {a['text']!r} (score {a['score']:.6f}) "
+                f"!= stock {b['text']!r} (score {b['score']:.6f})"
+            )
     return f"{who}: EL has {len(el['hypotheses'])} hypotheses, stock {len(stock['hypotheses'])}"
 
 
@@ -129,9 +132,12 @@ def verify(args: argparse.Namespace, raw: Optional[Sources], output: Path) -> Ve
         if not ok and first is None:
             first = describe_difference(i, ours[i], stock[i])
         passed = passed and ok
-    rule = (f"same tokens, scores within {FP32_SCORE_TOL:g}" if dtype == "fp32" else
-            f"{dtype}: same tokens as stock {dtype}, or EL's best score at most twice as far "
-            "from an fp32 stock run's as stock's, plus half an ulp")  # fmt: skip
+    rule = (
+        f"same tokens, scores within {FP32_SCORE_TOL:g}"
+        if dtype == "fp32"
+        else f"{dtype}: same tokens as stock {dtype}, or EL's best score at most twice as far "
+        "from an fp32 stock run's as stock's, plus half an ulp"
+    )
     return Verdict(len(ids), identical, max_diff, rule, passed, ids, first)
 
 
