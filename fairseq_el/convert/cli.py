@@ -46,8 +46,9 @@ CONVERTERS: Dict[str, Tuple[str, Callable[..., Converted]]] = {
 }
 
 
-def convert_dir(hf_dir: str, dict_path: Optional[str] = None, option: str = "--hf-dir"
-                ) -> Converted:  # fmt: skip
+def convert_dir(
+    hf_dir: str, dict_path: Optional[str] = None, option: str = "--hf-dir"
+) -> Converted:
     """Load the model saved in ``hf_dir`` (no download) and convert it."""
     model_type = hf_model_type(hf_dir)
     if model_type not in CONVERTERS:
@@ -125,9 +126,10 @@ def named_tensors(error: Optional[BaseException]) -> Optional[str]:
         return None
     text = str(error)
     found = []
-    for header, what in (("Unexpected key(s) in state_dict:", "tensors the architecture does "
-                          "not have"), ("Missing key(s) in state_dict:", "tensors missing from "
-                          "the checkpoint")):  # fmt: skip
+    for header, what in (
+        ("Unexpected key(s) in state_dict:", "tensors the architecture does not have"),
+        ("Missing key(s) in state_dict:", "tensors missing from the checkpoint"),
+    ):
         if header in text:
             names = re.findall(r'"([^"]+)"', text.split(header, 1)[1].split("\n", 1)[0])
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")

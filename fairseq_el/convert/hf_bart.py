@@ -63,25 +63,44 @@ _SELF = [
     "fc2",
     "final_layer_norm",
 ]
-_CROSS = ["encoder_attn.q_proj", "encoder_attn.k_proj", "encoder_attn.v_proj",
-          "encoder_attn.out_proj", "encoder_attn_layer_norm"]  # fmt: skip
+_CROSS = [
+    "encoder_attn.q_proj",
+    "encoder_attn.k_proj",
+    "encoder_attn.v_proj",
+    "encoder_attn.out_proj",
+    "encoder_attn_layer_norm",
+]
 _LAYER = {f"{part}.{p}": (f"{part}.{p}", identity) for part in _SELF for p in ("weight", "bias")}
 _CROSS_LAYER = {
     f"{part}.{p}": (f"{part}.{p}", identity) for part in _CROSS for p in ("weight", "bias")
 }
-ENCODER_LAYER_KEYS = {f"encoder.layers.{{}}.{k}": (f"model.encoder.layers.{{}}.{h}", fn)
-                      for k, (h, fn) in _LAYER.items()}  # fmt: skip
-DECODER_LAYER_KEYS = {f"decoder.layers.{{}}.{k}": (f"model.decoder.layers.{{}}.{h}", fn)
-                      for k, (h, fn) in {**_LAYER, **_CROSS_LAYER}.items()}  # fmt: skip
+ENCODER_LAYER_KEYS = {
+    f"encoder.layers.{{}}.{k}": (f"model.encoder.layers.{{}}.{h}", fn)
+    for k, (h, fn) in _LAYER.items()
+}
+DECODER_LAYER_KEYS = {
+    f"decoder.layers.{{}}.{k}": (f"model.decoder.layers.{{}}.{h}", fn)
+    for k, (h, fn) in {**_LAYER, **_CROSS_LAYER}.items()
+}
 TOP_KEYS = {
     f"{side}.{key}": (f"model.{side}.{key}", identity)
     for side in ("encoder", "decoder")
-    for key in ["embed_tokens.weight", "embed_positions.weight",
-                "layernorm_embedding.weight", "layernorm_embedding.bias"]
-}  # fmt: skip
+    for key in [
+        "embed_tokens.weight",
+        "embed_positions.weight",
+        "layernorm_embedding.weight",
+        "layernorm_embedding.bias",
+    ]
+}
 # Generation settings HF keeps with the model; fairseq takes them as fairseq-generate options.
-GENERATION = ("forced_bos_token_id", "no_repeat_ngram_size", "num_beams", "length_penalty",
-              "min_length", "max_length")  # fmt: skip
+GENERATION = (
+    "forced_bos_token_id",
+    "no_repeat_ngram_size",
+    "num_beams",
+    "length_penalty",
+    "min_length",
+    "max_length",
+)
 TOP_KEYS["decoder.output_projection.weight"] = ("lm_head.weight", identity)
 
 
@@ -108,27 +127,53 @@ def bart_dictionary(symbols: Dictionary, vocab_size: int) -> Dictionary:
 
 def bart_args(config: Any, data: str = "<none>") -> Any:
     """fairseq ``bart`` arguments for ``config`` (translation task), through fairseq's parser."""
-    dims = (config.d_model, config.encoder_layers, config.encoder_attention_heads,
-            config.encoder_ffn_dim)  # fmt: skip
-    decoder = (config.d_model, config.decoder_layers, config.decoder_attention_heads,
-               config.decoder_ffn_dim)  # fmt: skip
+    dims = (
+        config.d_model,
+        config.encoder_layers,
+        config.encoder_attention_heads,
+        config.encoder_ffn_dim,
+    )
+    decoder = (
+        config.d_model,
+        config.decoder_layers,
+        config.decoder_attention_heads,
+        config.decoder_ffn_dim,
+    )
     arch = STOCK_ARCHS.get(dims) if dims == decoder else None
     extra = [
-        "--encoder-embed-dim", str(config.d_model), "--decoder-embed-dim", str(config.d_model),
-        "--encoder-layers", str(config.encoder_layers),
-        "--decoder-layers", str(config.decoder_layers),
-        "--encoder-attention-heads", str(config.encoder_attention_heads),
-        "--decoder-attention-heads", str(config.decoder_attention_heads),
-        "--encoder-ffn-embed-dim", str(config.encoder_ffn_dim),
-        "--decoder-ffn-embed-dim", str(config.decoder_ffn_dim),
-        "--max-source-positions", str(config.max_position_embeddings),
-        "--max-target-positions", str(config.max_position_embeddings),
-        "--activation-fn", activation(config),
-        "--dropout", str(config.dropout), "--attention-dropout", str(config.attention_dropout),
-        "--activation-dropout", str(config.activation_dropout),
-        "--encoder-layerdrop", str(config.encoder_layerdrop),
-        "--decoder-layerdrop", str(config.decoder_layerdrop),
-    ]  # fmt: skip
+        "--encoder-embed-dim",
+        str(config.d_model),
+        "--decoder-embed-dim",
+        str(config.d_model),
+        "--encoder-layers",
+        str(config.encoder_layers),
+        "--decoder-layers",
+        str(config.decoder_layers),
+        "--encoder-attention-heads",
+        str(config.encoder_attention_heads),
+        "--decoder-attention-heads",
+        str(config.decoder_attention_heads),
+        "--encoder-ffn-embed-dim",
+        str(config.encoder_ffn_dim),
+        "--decoder-ffn-embed-dim",
+        str(config.decoder_ffn_dim),
+        "--max-source-positions",
+        str(config.max_position_embeddings),
+        "--max-target-positions",
+        str(config.max_position_embeddings),
+        "--activation-fn",
+        activation(config),
+        "--dropout",
+        str(config.dropout),
+        "--attention-dropout",
+        str(config.attention_dropout),
+        "--activation-dropout",
+        str(config.activation_dropout),
+        "--encoder-layerdrop",
+        str(config.encoder_layerdrop),
+        "--decoder-layerdrop",
+        str(config.decoder_layerdrop),
+    ]
     args = translation_args(arch or "bart_large", data, extra)
     # a store_true flag cannot be turned off in argv; HF's scale_embedding is its inverse
     args.no_scale_embedding = not config.scale_embedding
@@ -150,8 +195,15 @@ def convert_bart(hf_model: Any, symbols: Optional[Dictionary]) -> Converted:
     bias = hf_state.get("final_logits_bias")
     if bias is not None and bool(bias.ne(0).any()):
         raise refuse("final_logits_bias", "non-zero", "fairseq's output projection has no bias")
-    shared = [k for k in ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
-                          "lm_head.weight") if k in hf_state]  # fmt: skip
+    shared = [
+        k
+        for k in (
+            "model.encoder.embed_tokens.weight",
+            "model.decoder.embed_tokens.weight",
+            "lm_head.weight",
+        )
+        if k in hf_state
+    ]
     check_tied(hf_state, "model.shared.weight", shared)
     dictionary = bart_dictionary(symbols, config.vocab_size)
     args = bart_args(config)
@@ -160,8 +212,14 @@ def convert_bart(hf_model: Any, symbols: Optional[Dictionary]) -> Converted:
     key_map = expand(ENCODER_LAYER_KEYS, config.encoder_layers, TOP_KEYS)
     key_map = expand(DECODER_LAYER_KEYS, config.decoder_layers, key_map)
     keys = map_state(model, hf_state, key_map, ["model.shared.weight", "final_logits_bias"])
-    stock = STOCK_ARCHS.get((args.encoder_embed_dim, args.encoder_layers,
-                             args.encoder_attention_heads, args.encoder_ffn_embed_dim))  # fmt: skip
+    stock = STOCK_ARCHS.get(
+        (
+            args.encoder_embed_dim,
+            args.encoder_layers,
+            args.encoder_attention_heads,
+            args.encoder_ffn_embed_dim,
+        )
+    )
     summary = [
         f"BART -> fairseq bart (--arch {args.arch}; closest stock arch: "
         f"{stock if stock == args.arch else 'none, dims differ'})",
@@ -179,5 +237,6 @@ def convert_bart(hf_model: Any, symbols: Optional[Dictionary]) -> Converted:
     gen = {k: v for k, v in gen.items() if v is not None}
     if gen:
         summary.append(f"not converted (generation settings, pass to fairseq-generate): {gen}")
-    return Converted(model, args, dictionary, ("dict.txt", "dict.source.txt", "dict.target.txt"),
-                     summary, task)  # fmt: skip
+    return Converted(
+        model, args, dictionary, ("dict.txt", "dict.source.txt", "dict.target.txt"), summary, task
+    )

@@ -200,8 +200,11 @@ def split_by_spec(pairs: Sequence[Pair], spec: str) -> Dict[str, List[Pair]]:
     names = [part.partition(":")[0].strip() for part in spec.split(",")]
     for name, part in zip(names, spec.split(",")):
         if name not in SPLITS:
-            raise UsageError(f"--splits: unknown split {name!r} in {part!r}: use "
-                             f"{', '.join(SPLITS)} (fairseq-preprocess's names)")  # fmt: skip
+            known = ", ".join(SPLITS)
+            raise UsageError(
+                f"--splits: unknown split {name!r} in {part!r}: use {known} (fairseq-preprocess's "
+                "names)"
+            )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise UsageError(f"--splits {spec}: split {repeated[0]!r} is given twice")
