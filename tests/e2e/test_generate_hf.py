@@ -31,10 +31,17 @@ SEARCH = ["--beam", "3", "--nbest", "2", "--max-len-b", "10", "--no-progress-bar
 def hub(tmp_path_factory) -> Path:
     """A randomly initialised tiny BART (GPT-2 BPE vocabulary) saved as the hub caches it."""
     root = tmp_path_factory.mktemp("hf")
-    config = transformers.BartConfig(vocab_size=50265, max_position_embeddings=64, d_model=16,
-                                     encoder_layers=1, decoder_layers=1, encoder_ffn_dim=32,
-                                     decoder_ffn_dim=32, encoder_attention_heads=2,
-                                     decoder_attention_heads=2)  # fmt: skip
+    config = transformers.BartConfig(
+        vocab_size=50265,
+        max_position_embeddings=64,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+    )
     torch.manual_seed(0)
     model = transformers.BartForConditionalGeneration(config)
     gen = torch.Generator().manual_seed(0)
@@ -51,8 +58,12 @@ def hub(tmp_path_factory) -> Path:
 
 
 def env_for(hub: Path) -> dict:
-    return {**ENV, "HF_HUB_CACHE": str(hub / "hub"), "FAIRSEQ_EL_CACHE": str(hub / "cache"),
-            "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    return {
+        **ENV,
+        "HF_HUB_CACHE": str(hub / "hub"),
+        "FAIRSEQ_EL_CACHE": str(hub / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def test_hf_model_equals_the_manual_two_step_conversion(hub, monkeypatch):
@@ -63,13 +74,33 @@ def test_hf_model_equals_the_manual_two_step_conversion(hub, monkeypatch):
     assert exit_code(convert_hf_main, argv) == 0
     assert exit_code(convert_main, [str(manual / "model.pt"), str(manual / "model_el.pt")]) == 0
     raw = str(hub / "raw.txt")
-    cmd = [str(BIN / "fairseq-el-generate"), str(manual), "--path", str(manual / "model_el.pt"),
-           "-s", "source", "-t", "target", "--input", raw, *SEARCH,
-           "--output", str(hub / "manual.jsonl")]  # fmt: skip
+    cmd = [
+        str(BIN / "fairseq-el-generate"),
+        str(manual),
+        "--path",
+        str(manual / "model_el.pt"),
+        "-s",
+        "source",
+        "-t",
+        "target",
+        "--input",
+        raw,
+        *SEARCH,
+        "--output",
+        str(hub / "manual.jsonl"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env_for(hub), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    cmd = [str(BIN / "fairseq-el-generate"), "--hf-model", REPO, "--input", raw, *SEARCH,
-           "--output", str(hub / "hub.jsonl")]  # fmt: skip
+    cmd = [
+        str(BIN / "fairseq-el-generate"),
+        "--hf-model",
+        REPO,
+        "--input",
+        raw,
+        *SEARCH,
+        "--output",
+        str(hub / "hub.jsonl"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env_for(hub), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"--hf-model {REPO}: converted into" in done.stderr
@@ -100,11 +131,12 @@ def test_hub_id_not_in_the_cache_is_one_line(hub, capsys, monkeypatch):
         monkeypatch.setenv(key, value)
     out = hub / "missing.jsonl"
     with pytest.raises(SystemExit) as exit_:
-        main(["--hf-model", "acme/not-here", "--input", str(hub / "raw.txt"), "--output",
-              str(out)])  # fmt: skip
+        main(["--hf-model", "acme/not-here", "--input", str(hub / "raw.txt"), "--output", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1, err
-    assert err[0].startswith("fairseq-el-generate: --hf-model acme/not-here: not in the local "
-                             f"Hugging Face cache ({hub / 'hub'}")  # fmt: skip
+    assert err[0].startswith(
+        "fairseq-el-generate: --hf-model acme/not-here: not in the local "
+        f"Hugging Face cache ({hub / 'hub'}"
+    )
     assert "nothing is downloaded" in err[0] and not out.exists()
     assert not os.path.exists(str(out) + ".parts")

@@ -20,8 +20,19 @@ BEAM = ["--beam", "3", "--nbest", "2", "--batch-size", "4", "--num-workers", "0"
 
 
 def argv(work, out):  # noqa: F811
-    return [str(work), "--path", str(work / "model.pt"), *COMMON, *BEAM, "--verify", "2",
-            "--input", str(work / "raw.txt"), "--output", str(out)]  # fmt: skip
+    return [
+        str(work),
+        "--path",
+        str(work / "model.pt"),
+        *COMMON,
+        *BEAM,
+        "--verify",
+        "2",
+        "--input",
+        str(work / "raw.txt"),
+        "--output",
+        str(out),
+    ]
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
