@@ -121,6 +121,22 @@ def _own_copy(fn: Callable) -> Callable:
     )
 
 
+def _mark_dynamic(decoder, tokens, positions, enc, padding_mask, incremental_state, *_) -> None:
+    """Rows, sentences, source length and cache capacity as symbolic sizes from the first
+    graph on (dynamo would make them so only after a second graph); sizes 0 and 1 stay
+    specialized. ``maybe``: a size the code fixes stays fixed, without an error."""
+    mark = torch._dynamo.maybe_mark_dynamic
+    for tensor, dims in ((tokens, (0,)), (positions, (0,)), (enc, (0, 1)), (padding_mask, (0, 1))):
+        if tensor is not None:
+            for dim in dims:
+                mark(tensor, dim)
+    for buffer in incremental_state.values():
+        for tensor in buffer.values():
+            if isinstance(tensor, Tensor) and tensor.dim() >= 2:
+                mark(tensor, 0)  # rows (slots), sentences
+                mark(tensor, tensor.dim() - 2)  # cache capacity, source length
+
+
 def _graphs_compiled() -> int:
     from torch._dynamo.utils import counters
 
@@ -169,6 +185,7 @@ class CompiledStep:
         if self.eager_reason is not None:
             self.stats.eager_steps += 1
             return decoder_step(*args)
+        _mark_dynamic(*args)
         graphs, breaks, start = _graphs_compiled(), _graph_breaks(), time.perf_counter()
         try:
             # a frame past its recompile limit would silently run eagerly: make it an error
