@@ -98,27 +98,6 @@ def convert_hf_main(argv: Optional[List[str]] = None) -> None:
         print(line)
 
 
-# model options that EL cannot compute exactly: option -> why
-UNSUPPORTED = {
-    "cross_self_attention": "its self-attention attends to the encoder output concatenated to "
-    "every hypothesis's states, while EL keeps the encoder output once per sentence",
-}
-
-
-def refuse_unsupported(src: str, to: str) -> None:
-    """Before building anything: a model option EL has no exact form of, named."""
-    if to != "el":
-        return
-    from fairseq_el.convert.checkpoint import load_checkpoint, model_config
-
-    cfg = model_config(load_checkpoint(src, mmap=True))
-    for name, why in UNSUPPORTED.items():
-        value = getattr(cfg, name, None) if isinstance(cfg, argparse.Namespace) else cfg.get(name)
-        if value:
-            option = "--" + name.replace("_", "-")
-            raise UsageError(f"SRC {src}: a {option} model has no EL variant: {why}")
-
-
 def named_tensors(error: Optional[BaseException]) -> Optional[str]:
     """torch's ``load_state_dict`` error as one line naming the tensors (unexpected, missing,
     of another shape), or None for other errors."""
@@ -185,9 +164,13 @@ def convert_main(argv: Optional[List[str]] = None) -> int:
         )
     logging.basicConfig(level=logging.WARNING)
     import fairseq_el  # noqa: F401  (registers the EL architectures, allow-lists checkpoints)
-    from fairseq_el.convert.el_checkpoint import convert_checkpoint
+    from fairseq_el.convert.checkpoint import load_checkpoint
+    from fairseq_el.convert.el_checkpoint import convert_checkpoint, unsupported_option
 
-    refuse_unsupported(args.src, args.to)
+    if args.to == "el":
+        why = unsupported_option(load_checkpoint(args.src, mmap=True))
+        if why:
+            raise UsageError(f"SRC {args.src}: {why}")
     try:
         arch, new_arch, diff = convert_checkpoint(
             args.src, args.dst, args.to, not args.no_verify, args.kv_heads

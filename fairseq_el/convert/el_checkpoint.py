@@ -42,6 +42,22 @@ def _config_value(state: Checkpoint, name: str) -> Any:
     return getattr(cfg, name, None) if isinstance(cfg, argparse.Namespace) else cfg.get(name)
 
 
+# model options that EL cannot compute exactly: option -> why
+UNSUPPORTED = {
+    "cross_self_attention": "its self-attention attends to the encoder output concatenated to "
+    "every hypothesis's states, while EL keeps the encoder output once per sentence",
+}
+
+
+def unsupported_option(state: Checkpoint) -> Optional[str]:
+    """Why a checkpoint's model has no EL variant (an option EL has no exact form of, named),
+    or None; asked before anything is built."""
+    for name, why in UNSUPPORTED.items():
+        if _config_value(state, name):
+            return f"a --{name.replace('_', '-')} model has no EL variant: {why}"
+    return None
+
+
 def with_kv_heads(state: Checkpoint, kv_heads: int) -> Checkpoint:
     """Average each group's key/value heads (grouped-query attention: the model must be
     uptrained), and record ``decoder_kv_heads`` in the configuration."""

@@ -28,10 +28,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from fairseq_el.accounting import Attention, Dims, largest_batch, state_bytes
+from fairseq_el.accounting import GIB, Attention, Dims, largest_batch, state_bytes
 
 logger = logging.getLogger(__name__)
-GIB = 1 << 30
 BUCKET = 64  # source-length bucket width, tokens
 FREE_SHARE = 0.9  # default budget: this share of the free device memory
 MAX_BATCH = 1 << 16

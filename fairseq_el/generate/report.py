@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from tqdm import tqdm
 
-from fairseq_el.generate.runner import GIB, Stats
+from fairseq_el.accounting import GIB
+from fairseq_el.generate.runner import Stats
 from fairseq_el.generate.source import read_lines
 from fairseq_el.metrics import bleu, rouge
 

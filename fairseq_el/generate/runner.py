@@ -19,9 +19,10 @@ import torch
 from fairseq import checkpoint_utils, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+from fairseq_el.accounting import GIB
 from fairseq_el.compat.el_options import EL_OPTIONS
 from fairseq_el.convert.checkpoint import ConversionError, checkpoint_arch, load_checkpoint
-from fairseq_el.convert.cli import refuse_unsupported
+from fairseq_el.convert.el_checkpoint import unsupported_option
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, default_budget, weight_bytes
 from fairseq_el.generate.parts import PartWriter, dumps
 from fairseq_el.generate.ranks import Ranks
@@ -38,7 +39,6 @@ from fairseq_el.models.architectures import ArchitectureError, el_arch, stock_ar
 from fairseq_el.usage import UsageError
 
 logger = logging.getLogger("fairseq_el.generate")
-GIB = 1 << 30
 OUT_OF_MEMORY = (torch.cuda.OutOfMemoryError,)
 
 
@@ -89,10 +89,12 @@ def load_models(args: argparse.Namespace, task: Any) -> Tuple[List[torch.nn.Modu
         )
     models, saved = [], None
     for path in utils.split_paths(args.path):
-        if not args.stock:
-            refuse_unsupported(path, "el")
         try:
-            arch = user.get("arch") or checkpoint_arch(load_checkpoint(path, mmap=True))
+            state = load_checkpoint(path, mmap=True)
+            why = None if args.stock else unsupported_option(state)
+            if why:
+                raise UsageError(f"--path {path}: {why}")
+            arch = user.get("arch") or checkpoint_arch(state)
             arch = stock_arch(arch) if args.stock else el_arch(arch)
         except (ConversionError, ArchitectureError) as err:
             raise UsageError(f"--path {path}: {err}") from err

@@ -126,6 +126,9 @@ def prepare_main(argv: Optional[List[str]] = None) -> None:
     input_file("--dict", args.dict)
     output_dir("--out", args.out)
     pairs = read_pairs(args)
+    if not pairs:
+        files = [args.source, args.target] if args.format == "lines" else args.input
+        raise UsageError(f"{', '.join(map(str, files))}: the input files are empty: no examples")
     splits = prepare.split_by_spec(pairs, args.splits)
     print(f"read {len(pairs)} {args.format} pairs; position limits {limits}", flush=True)
     prepare.prepare(

@@ -176,7 +176,7 @@ def cases(f):
          "--splits: unknown split 'tst' in 'tst:2'"),
         (prep, [*lines, *out, "--splits", "test:1,test:rest"], "split 'test' is given twice"),
         (prep, ["--format", "lines", "--source", str(r / "empty_src.txt"), "--target",
-                str(r / "empty_tgt.txt"), *out], "are empty: no examples"),
+                str(r / "empty_tgt.txt"), *out], "empty_tgt.txt: the input files are empty"),
         (convert_cli.convert_main, [str(r / "cross.pt"), str(r / "o.pt")],
          "a --cross-self-attention model has no EL variant"),
         (convert_cli.convert_main, [str(r / "extra.pt"), str(r / "o.pt")],

@@ -16,12 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11, as CI
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
 
-# Console scripts whose parser is not fairseq_el.usage.Parser yet (owned elsewhere): reported,
-# not failed, until they answer --version; remove the entry then (strict=False: an XPASS says so).
-PENDING = {
-    "fairseq-el-generate": "fairseq's generation parser: add --version in generate/options.py",
-}
-
 
 def test_one_version_everywhere():
     assert re.fullmatch(r"\d+\.\d+\.\d+", __version__), __version__
@@ -31,15 +25,7 @@ def test_one_version_everywhere():
     assert "dynamic" in (REPO / "pyproject.toml").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize(
-    "script",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason=PENDING[name], strict=False))
-        if name in PENDING
-        else name
-        for name in sorted(SCRIPTS)
-    ],
-)
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_console_script_prints_the_version(script, monkeypatch, capsys):
     """Each entry point of pyproject.toml, called in-process as its console script would be."""
     module, _, function = SCRIPTS[script].partition(":")
