@@ -9,10 +9,11 @@ a bug of ours and keeps its traceback.
 
 import argparse
 import functools
+import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 from fairseq_el.errors import UserError
 from fairseq_el.version import __version__
@@ -41,6 +42,18 @@ def read_text(path: Path, what: str = "file") -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise InputError(f"{path}: line {line}: not UTF-8 text ({err.reason})") from None
+
+
+def json_object(line: str, where: str) -> Dict[str, Any]:
+    """One JSON-lines record; :class:`InputError` ``where: not JSON`` / ``not a JSON object``
+    (``where`` names the file and line)."""
+    try:
+        record = json.loads(line)
+    except ValueError as err:
+        raise InputError(f"{where}: not JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: not a JSON object")
+    return record
 
 
 def entry_point(prog: str) -> Callable[[F], F]:

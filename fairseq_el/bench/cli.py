@@ -44,6 +44,7 @@ from fairseq_el.usage import (
     at_least,
     entry_point,
     input_file,
+    json_object,
     output_path,
     read_text,
 )
@@ -473,12 +474,7 @@ def report_main(argv: Optional[Sequence[str]] = None) -> None:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            r = json.loads(line)
-        except ValueError as err:
-            raise UsageError(f"{args.results}: line {number}: not JSON ({err})") from None
-        if not isinstance(r, dict):
-            raise UsageError(f"{args.results}: line {number}: not a JSON object")
+        r = json_object(line, f"{args.results}: line {number}")
         c = r.get("config", {})
         if r.get("kind") == "run" and (c.get("shape"), c.get("src_len"), c.get("batch")) == (
             args.shape,

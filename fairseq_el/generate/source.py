@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from fairseq.data import BaseWrapperDataset, FairseqDataset
 
-from fairseq_el.usage import InputError, UsageError, read_text
+from fairseq_el.usage import InputError, UsageError, json_object, read_text
 
 logger = logging.getLogger("fairseq_el.generate")
 EMPTY = "empty line"
@@ -138,12 +138,7 @@ def read_jsonl(
     seen: Dict[Any, int] = {}
     for number, line in enumerate(_lines(path, "--input"), 1):
         where = f"--input {name}: line {number}"
-        try:
-            obj = json.loads(line)
-        except ValueError as err:
-            raise InputError(f"{where}: not JSON ({err})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: not a JSON object")
+        obj = json_object(line, where)
         if text_field is None:
             text_field = _text_field(obj)
             if text_field is None:

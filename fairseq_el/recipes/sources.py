@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence
 
-from fairseq_el.usage import InputError, read_text
+from fairseq_el.usage import InputError, json_object, read_text
 
 # abisee/cnn-dailymail make_datafiles.py: a line not ending in one of these gets " ."
 END_TOKENS = (".", "!", "?", "...", "'", "`", '"', "\u2019", "\u201d", ")")
@@ -59,12 +59,7 @@ def read_xsum_jsonl(path: Path) -> List[Pair]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             raise EmptyLineError(f"{path}: line {number} is empty")
-        try:
-            record = json.loads(line)
-        except ValueError as err:
-            raise InputError(f"{path}: line {number}: not JSON ({err})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path}: line {number}: not a JSON object")
+        record = json_object(line, f"{path}: line {number}")
         for field in ("document", "summary"):
             if not str(record.get(field, "")).strip():
                 raise EmptyLineError(f"{path}: line {number} has an empty {field!r}")
