@@ -31,11 +31,11 @@ import torch
 from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
-from fairseq_el.attention.cross import ELMultiheadAttention
+from fairseq_el.attention.cache import set_hypotheses
+from fairseq_el.attention.cross import ELCrossAttention, ELGroupedCrossAttention
 from fairseq_el.attention.grouped import GroupedQueryAttention
 from fairseq_el.attention.self_attention import ELSelfAttention
 from fairseq_el.convert.kv_heads import repeat_kv_heads
-from fairseq_el.models.decoder import ELGroupedQueryAttention
 
 Outputs = Dict[str, Tuple[Tensor, Tensor, Tensor]]  # name -> (reference, stock, EL)
 
@@ -169,13 +169,13 @@ def cross_attention(
     kdim: Optional[int] = None,
     seed: int = 0,
 ) -> Outputs:
-    """ELMultiheadAttention vs stock, 3 incremental steps, batch 3, source 9."""
+    """ELCrossAttention vs stock, 3 incremental steps, batch 3, source 9."""
     embed_dim, bsz, src_len, steps = heads * head_dim, 3, 9, 3
     kdim = kdim or embed_dim
     torch.manual_seed(seed)
     kw = dict(kdim=kdim, vdim=kdim, encoder_decoder_attention=True)
     stock = _rounded(MultiheadAttention(embed_dim, heads, **kw), dtype, device)
-    modules = _triple(stock, ELMultiheadAttention(embed_dim, heads, **kw))
+    modules = _triple(stock, ELCrossAttention(embed_dim, heads, **kw))
     gen = torch.Generator().manual_seed(seed + 1)
     enc = _inputs((src_len, bsz, kdim), dtype, device, gen)
     queries = [_inputs((1, bsz * beam, embed_dim), dtype, device, gen) for _ in range(steps)]
@@ -183,11 +183,13 @@ def cross_attention(
     return _run_cross(modules, queries, enc, mask, beam)
 
 
-def _run_self(modules, x: Tensor, padding: Optional[Tensor], reorder: Tensor) -> Outputs:
-    """Incremental self-attention over ``x`` (T, N, C); the cache is reordered mid-way."""
+def _run_self(modules, x: Tensor, padding: Optional[Tensor], reorder: Tensor, hyps: int) -> Outputs:
+    """Incremental self-attention over ``x`` (T, R, C), ``hyps`` hypotheses per sentence as the
+    decoder records them; the cache is reordered mid-way."""
     outs: Dict[str, Tensor] = {}
     for name, module in zip(("ref", "stock", "el"), modules):
         states: Dict = {}
+        set_hypotheses(states, hyps)
         got = []
         for t in range(x.size(0)):
             xt = x[t : t + 1].float() if name == "ref" else x[t : t + 1]
@@ -230,7 +232,7 @@ def self_attention(
     gen = torch.Generator().manual_seed(seed + 1)
     x = _inputs((steps, bsz * beam, embed_dim), dtype, device, gen)
     mask = _self_padding(bsz * beam, steps, device) if padding else None
-    return _run_self(modules, x, mask, _beam_reorder(bsz, beam, device))
+    return _run_self(modules, x, mask, _beam_reorder(bsz, beam, device), beam)
 
 
 def _stock_twin(grouped: GroupedQueryAttention, kw: Dict) -> MultiheadAttention:
@@ -264,7 +266,7 @@ def grouped_self_attention(
     gen = torch.Generator().manual_seed(seed + 1)
     x = _inputs((steps, bsz * beam, embed_dim), dtype, device, gen)
     mask = _self_padding(bsz * beam, steps, device) if padding else None
-    return _run_self((ref, stock_lp, grouped_lp), x, mask, _beam_reorder(bsz, beam, device))
+    return _run_self((ref, stock_lp, grouped_lp), x, mask, _beam_reorder(bsz, beam, device), beam)
 
 
 def grouped_cross_attention(
@@ -277,11 +279,11 @@ def grouped_cross_attention(
     device: str,
     seed: int = 0,
 ) -> Outputs:
-    """ELGroupedQueryAttention (EL with N key heads) vs the stock module of the same function."""
+    """ELGroupedCrossAttention (EL with N key heads) vs the stock module of the same function."""
     embed_dim, kdim, bsz, src_len, steps = heads * head_dim, 10, 3, 9, 3
     torch.manual_seed(seed)
     kw = dict(kdim=kdim, vdim=kdim, encoder_decoder_attention=True)
-    grouped = ELGroupedQueryAttention(embed_dim, heads, kv_heads, **kw)
+    grouped = ELGroupedCrossAttention(embed_dim, heads, kv_heads, **kw)
     el_lp = _rounded(grouped, dtype, device)
     stock_lp = _stock_twin(el_lp, kw)
     ref = copy.deepcopy(stock_lp).float().eval()
