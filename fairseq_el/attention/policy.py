@@ -105,10 +105,17 @@ def step_seconds(
     )
 
 
+_MEMORY: Dict[str, int] = {}  # device -> bytes, read once (a compiled step only looks it up)
+
+
 def device_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    key = str(device)
+    if key not in _MEMORY:
+        if device.type == "cuda":
+            _MEMORY[key] = torch.cuda.get_device_properties(device).total_memory
+        else:
+            _MEMORY[key] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return _MEMORY[key]
 
 
 class ELPolicy:
