@@ -32,6 +32,8 @@ def from_pretrained(
     arch = stock_arch(arch) if stock else el_arch(arch)
     model_class = ARCH_MODEL_REGISTRY[arch]
     return model_class.from_pretrained(
-        model_name_or_path, checkpoint_file, data_name_or_path, **{**kwargs, "arch": arch,
-                                                                   "_name": arch}
-    )  # fmt: skip
+        model_name_or_path,
+        checkpoint_file,
+        data_name_or_path,
+        **{**kwargs, "arch": arch, "_name": arch},
+    )

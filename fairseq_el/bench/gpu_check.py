@@ -108,8 +108,15 @@ def precision_rows(device: str) -> List[Dict]:
                 diffs = Diffs.of(ref, stock, el, dtype)
                 # fp32: stock is the reference computation itself; EL within the fp32 tolerance
                 holds = diffs.el_max <= FP32_TOL if dtype == torch.float32 else diffs.holds()
-                rows.append({"case": case, "output": output, "dtype": dtype_name,
-                             **dataclasses.asdict(diffs), "holds": holds})  # fmt: skip
+                rows.append(
+                    {
+                        "case": case,
+                        "output": output,
+                        "dtype": dtype_name,
+                        **dataclasses.asdict(diffs),
+                        "holds": holds,
+                    }
+                )
     return rows
 
 
@@ -120,9 +127,21 @@ def run_pytest(tests: Path, out: Path, seconds: float) -> Dict:
     """The module and model tiers' CUDA cases (the ``device`` fixture's ``cuda`` half)."""
     junit = out / "pytest.xml"
     junit.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pytest", str(tests / "module"), str(tests / "model"),
-           "-m", "not slow", "-k", "cuda", "-q", "-p", "no:cacheprovider",
-           f"--junitxml={junit}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(tests / "module"),
+        str(tests / "model"),
+        "-m",
+        "not slow",
+        "-k",
+        "cuda",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+    ]
     start = time.perf_counter()
     log = out / "pytest.log"
     with open(log, "w") as stdout:
@@ -139,11 +158,19 @@ def run_pytest(tests: Path, out: Path, seconds: float) -> Dict:
                 proc.wait()
             returncode = None
     lines = log.read_text().strip().splitlines() or [""]
-    summary = lines[-1] if returncode is not None else (
-        f"stopped after {seconds:.0f} s (--pytest-seconds): {lines[-1]}")  # fmt: skip
-    record = {"command": " ".join(cmd), "returncode": returncode, "summary": summary,
-              "seconds": round(time.perf_counter() - start, 1), "log": str(log),
-              "junit": str(junit)}  # fmt: skip
+    summary = (
+        lines[-1]
+        if returncode is not None
+        else (f"stopped after {seconds:.0f} s (--pytest-seconds): {lines[-1]}")
+    )
+    record = {
+        "command": " ".join(cmd),
+        "returncode": returncode,
+        "summary": summary,
+        "seconds": round(time.perf_counter() - start, 1),
+        "log": str(log),
+        "junit": str(junit),
+    }
     if junit.exists():
         record["tiers"], record["failed"] = tier_counts(junit)
     return record
@@ -175,9 +202,14 @@ def tier_counts(junit: Path) -> Tuple[List[Dict], List[str]]:
         if outcome in ("failed", "errors"):
             failed.append(f"{case.get('classname')}::{name}")
         counts.setdefault((tier, dtype_of(name)), Counter())[outcome] += 1
-    rows = [{"tier": tier, "dtype": dtype, **{k: c[k] for k in
-             ("passed", "failed", "errors", "skipped")}}
-            for (tier, dtype), c in sorted(counts.items())]  # fmt: skip
+    rows = [
+        {
+            "tier": tier,
+            "dtype": dtype,
+            **{k: c[k] for k in ("passed", "failed", "errors", "skipped")},
+        }
+        for (tier, dtype), c in sorted(counts.items())
+    ]
     return rows, failed
 
 
@@ -241,12 +273,18 @@ class HostSyncs:
 
     def report(self) -> Dict:
         steps = max(self.steps, 1)
-        per_step = {f"{phase}:{origin}": round(n / steps, 2)
-                    for (phase, origin), n in sorted(self.counts.items())
-                    if phase != "encoder"}  # fmt: skip
-        return {"measured": self.measured, "steps": self.steps, "per_step": per_step,
-                "encoder": sum(n for (p, _), n in self.counts.items() if p == "encoder"),
-                "el_step_sites": dict(self.sites.most_common(5))}  # fmt: skip
+        per_step = {
+            f"{phase}:{origin}": round(n / steps, 2)
+            for (phase, origin), n in sorted(self.counts.items())
+            if phase != "encoder"
+        }
+        return {
+            "measured": self.measured,
+            "steps": self.steps,
+            "per_step": per_step,
+            "encoder": sum(n for (p, _), n in self.counts.items() if p == "encoder"),
+            "el_step_sites": dict(self.sites.most_common(5)),
+        }
 
 
 def paper_configs(smoke: bool) -> Dict[str, Config]:
@@ -258,8 +296,9 @@ def paper_configs(smoke: bool) -> Dict[str, Config]:
         shape, src_len, steps = p.shape, p.src_len, p.steps
         if smoke:
             shape, src_len, steps = SMOKE_SHAPES[p.shape], 16, max(2, p.steps // 20)
-        configs[name] = Config(shape, src_len, 1, BEAM, steps, dtype=DTYPE,
-                               device="cpu" if smoke else "cuda")  # fmt: skip
+        configs[name] = Config(
+            shape, src_len, 1, BEAM, steps, dtype=DTYPE, device="cpu" if smoke else "cuda"
+        )
     return configs
 
 
@@ -298,8 +337,12 @@ def generate(model, task, config: Config, pilot: bool = False) -> Dict:
         out = task.inference_step(generator, [model], sample)
     _synchronize(config.device)
     seconds = time.perf_counter() - start
-    run = {"batch": config.batch, "seconds": seconds, "samples_per_s": config.batch / seconds,
-           "peak_memory_mib": memory_now_and_peak(config.device)["peak_memory_mib"]}  # fmt: skip
+    run = {
+        "batch": config.batch,
+        "seconds": seconds,
+        "samples_per_s": config.batch / seconds,
+        "peak_memory_mib": memory_now_and_peak(config.device)["peak_memory_mib"],
+    }
     if pilot:
         run.update(tokens=hypotheses(out), scores=scores(out), syncs=syncs.report())
     del out, sample
@@ -313,8 +356,15 @@ def memory_batch(model, config: Config) -> Tuple[int, str]:
     memory = ModelMemory.of(model)
     weights = weight_bytes([model])
     budget = default_budget(torch.device(config.device), weights, 1)
-    auto = AutoBatch([memory], weights, budget, config.hypotheses, 0.0, config.steps,
-                     model.max_decoder_positions())  # fmt: skip
+    auto = AutoBatch(
+        [memory],
+        weights,
+        budget,
+        config.hypotheses,
+        0.0,
+        config.steps,
+        model.max_decoder_positions(),
+    )
     bucket = auto.bucket(config.src_len)
     if memory.el:
         model.encoder.sentences_per_pass = auto.per_pass(memory, bucket)
@@ -327,8 +377,10 @@ def compare(run: Dict, reference: Dict) -> Dict:
     score difference."""
     pairs = list(zip(run["tokens"], reference["tokens"]))
     same = sum(a == b for a, b in pairs)
-    diff = max((abs(x - y) for (s, r) in zip(run["scores"], reference["scores"])
-                for x, y in zip(s, r)), default=0.0)  # fmt: skip
+    diff = max(
+        (abs(x - y) for (s, r) in zip(run["scores"], reference["scores"]) for x, y in zip(s, r)),
+        default=0.0,
+    )
     return {"identical": f"{same}/{len(pairs)}", "max_score_diff": diff}
 
 
@@ -340,8 +392,15 @@ def next_batch(last: Dict, limit: int, left: float) -> Optional[int]:
     return batch if batch >= limit or batch >= 1.25 * last["batch"] else None
 
 
-def table_row(built, config: Config, variant: str, deadline: float, max_batch: int,
-              pilot: int, reference: Optional[Dict]) -> Tuple[Dict, Dict]:  # fmt: skip
+def table_row(
+    built,
+    config: Config,
+    variant: str,
+    deadline: float,
+    max_batch: int,
+    pilot: int,
+    reference: Optional[Dict],
+) -> Tuple[Dict, Dict]:
     """One row: the pilot (syncs, tokens against ``reference``), then batches up to x4 larger
     (:func:`next_batch`) up to the memory model's batch while the predicted time fits
     ``deadline``. Returns the row and the pilot run (stock's is its setting's reference)."""
@@ -380,16 +439,22 @@ def table_row(built, config: Config, variant: str, deadline: float, max_batch: i
     return row, first
 
 
-def paper_table(configs: Dict[str, Config], deadline: float, max_batch: int, pilot: int,
-                searches: Sequence[str] = SEARCHES, on_row=lambda rows: None
-                ) -> List[Dict]:  # fmt: skip
+def paper_table(
+    configs: Dict[str, Config],
+    deadline: float,
+    max_batch: int,
+    pilot: int,
+    searches: Sequence[str] = SEARCHES,
+    on_row=lambda rows: None,
+) -> List[Dict]:
     """Every setting x search x variant; models built once per shape and variant. Rows share the
     time to ``deadline`` by :data:`WEIGHTS` (what one leaves goes to the next)."""
     searches = [s for s in SEARCHES if s in searches]  # greedy first (see SEARCHES)
     rows: List[Dict] = []
     shapes = list(dict.fromkeys(c.shape for c in configs.values()))
-    plan = [(shape, variant) for shape in shapes
-            for variant in (stock_variant(shape), "el", "el-sa")]  # fmt: skip
+    plan = [
+        (shape, variant) for shape in shapes for variant in (stock_variant(shape), "el", "el-sa")
+    ]
     todo = sum(c.shape == shape for shape, _ in plan for c in configs.values()) * sum(
         WEIGHTS[s] for s in searches
     )
@@ -402,8 +467,13 @@ def paper_table(configs: Dict[str, Config], deadline: float, max_batch: int, pil
             built = build_variant(settings[0][1], variant)
         for search in searches:
             for name, config in settings:
-                base = {"setting": name, "search": search, "shape": shape, "src_len":
-                        config.src_len, "steps": config.steps}  # fmt: skip
+                base = {
+                    "setting": name,
+                    "search": search,
+                    "shape": shape,
+                    "src_len": config.src_len,
+                    "steps": config.steps,
+                }
                 share = (deadline - time.perf_counter()) * WEIGHTS[search] / todo
                 todo -= WEIGHTS[search]
                 if built is None or share <= 0:
@@ -411,9 +481,15 @@ def paper_table(configs: Dict[str, Config], deadline: float, max_batch: int, pil
                     continue
                 searched = dataclasses.replace(config, search=search)
                 try:
-                    row, first = table_row(built, searched, variant,
-                                           time.perf_counter() + share, max_batch, pilot,
-                                           references.get((name, search)))  # fmt: skip
+                    row, first = table_row(
+                        built,
+                        searched,
+                        variant,
+                        time.perf_counter() + share,
+                        max_batch,
+                        pilot,
+                        references.get((name, search)),
+                    )
                 except Exception as err:  # one row's failure must not cost the others
                     row, first = {"variant": variant, "stopped": f"error: {err!r}"[:300]}, {}
                 if variant.startswith("stock") and first:
@@ -435,108 +511,216 @@ def _num(value, fmt: str) -> str:
 
 def markdown(record: Dict) -> str:
     env = record["env"]
-    lines = [f"# fairseq-el GPU check ({record['mode']})", "",
-             f"{env.get('gpu', env['cpu'])}; torch {env['torch']}, fairseq {env['fairseq']}, "
-             f"fairseq-el {env.get('fairseq_el')}, Python {env['python']}; "
-             f"{record.get('seconds', 0):.0f} s", ""]  # fmt: skip
+    lines = [
+        f"# fairseq-el GPU check ({record['mode']})",
+        "",
+        f"{env.get('gpu', env['cpu'])}; torch {env['torch']}, fairseq {env['fairseq']}, "
+        f"fairseq-el {env.get('fairseq_el')}, Python {env['python']}; "
+        f"{record.get('seconds', 0):.0f} s",
+        "",
+    ]
     lines += ["## Parity tiers: pytest's CUDA cases of tests/module and tests/model", ""]
     p = record.get("pytest")
     if not p:
-        lines += ["not run (smoke mode: CPU, no pytest)" if record["smoke"] else
-                  "not run (--pytest-seconds 0)" if record["pytest_seconds"] <= 0 else "pending",
-                  ""]  # fmt: skip
+        lines += [
+            "not run (smoke mode: CPU, no pytest)"
+            if record["smoke"]
+            else "not run (--pytest-seconds 0)"
+            if record["pytest_seconds"] <= 0
+            else "pending",
+            "",
+        ]
     else:
         lines += [f"{p['summary']} ({p['seconds']:.0f} s)", ""]
         if p.get("tiers"):
-            lines += [markdown_table(
-                ["tier", "dtype", "passed", "failed", "errors", "skipped"],
-                [[r["tier"], r["dtype"], r["passed"], r["failed"], r["errors"], r["skipped"]]
-                 for r in p["tiers"]], "llrrrr"), ""]  # fmt: skip
+            lines += [
+                markdown_table(
+                    ["tier", "dtype", "passed", "failed", "errors", "skipped"],
+                    [
+                        [r["tier"], r["dtype"], r["passed"], r["failed"], r["errors"], r["skipped"]]
+                        for r in p["tiers"]
+                    ],
+                    "llrrrr",
+                ),
+                "",
+            ]
         lines += [f"- failed: `{name}`" for name in p.get("failed", [])[:20]]
         lines += [""] if p.get("failed") else []
     if "precision" in record:
-        lines += ["## Precision: |x - fp32 reference|; fp16/bf16 by the rule, fp32 within 1e-5",
-                  "", markdown_table(
-                      ["case", "output", "dtype", "stock max", "EL max", "stock mean", "EL mean",
-                       "passes"],
-                      [[r["case"], r["output"], r["dtype"], f"{r['stock_max']:.2e}",
-                        f"{r['el_max']:.2e}", f"{r['stock_mean']:.2e}", f"{r['el_mean']:.2e}",
-                        "yes" if r["holds"] else "NO"] for r in record["precision"]],
-                      "lllrrrrl"), ""]  # fmt: skip
+        lines += [
+            "## Precision: |x - fp32 reference|; fp16/bf16 by the rule, fp32 within 1e-5",
+            "",
+            markdown_table(
+                [
+                    "case",
+                    "output",
+                    "dtype",
+                    "stock max",
+                    "EL max",
+                    "stock mean",
+                    "EL mean",
+                    "passes",
+                ],
+                [
+                    [
+                        r["case"],
+                        r["output"],
+                        r["dtype"],
+                        f"{r['stock_max']:.2e}",
+                        f"{r['el_max']:.2e}",
+                        f"{r['stock_mean']:.2e}",
+                        f"{r['el_mean']:.2e}",
+                        "yes" if r["holds"] else "NO",
+                    ]
+                    for r in record["precision"]
+                ],
+                "lllrrrrl",
+            ),
+            "",
+        ]
     if record.get("table"):
         lines += table_markdown(record)
     return "\n".join(lines) + "\n"
 
 
 def table_markdown(record: Dict) -> List[str]:
-    rows = sorted(record["table"], key=lambda r: (SETTINGS.index(r["setting"]),
-                  SHOWN.index(r["search"]), not r["variant"].startswith("stock"),
-                  r["variant"]))  # fmt: skip
-    stock = {(r["setting"], r["search"]): r.get("samples_per_s") for r in rows
-             if r["variant"].startswith("stock")}  # fmt: skip
+    rows = sorted(
+        record["table"],
+        key=lambda r: (
+            SETTINGS.index(r["setting"]),
+            SHOWN.index(r["search"]),
+            not r["variant"].startswith("stock"),
+            r["variant"],
+        ),
+    )
+    stock = {
+        (r["setting"], r["search"]): r.get("samples_per_s")
+        for r in rows
+        if r["variant"].startswith("stock")
+    }
     settings = {}
     for r in rows:
-        settings.setdefault(r["setting"], f"{r['setting']}: {r['shape']}, source {r['src_len']}, "
-                                          f"{r['steps']} tokens out")  # fmt: skip
+        settings.setdefault(
+            r["setting"],
+            f"{r['setting']}: {r['shape']}, source {r['src_len']}, {r['steps']} tokens out",
+        )
     body = []
     for r in rows:
         base = stock.get((r["setting"], r["search"]))
         ratio = f"x{r['samples_per_s'] / base:.2f}" if r.get("samples_per_s") and base else "-"
         peak = r.get("peak_memory_mib")
-        body.append([r["setting"], r["search"], r["variant"], r.get("batch", "-"),
-                     r.get("memory_batch", "-"), _num(r.get("samples_per_s"), ".3g"), ratio,
-                     _num(None if peak is None else peak / 1024, ".2f"),
-                     r.get("identical", "-") + (f" (score diff {r['max_score_diff']:.1e})"
-                                                if "max_score_diff" in r else ""),
-                     r["stopped"]])  # fmt: skip
+        body.append(
+            [
+                r["setting"],
+                r["search"],
+                r["variant"],
+                r.get("batch", "-"),
+                r.get("memory_batch", "-"),
+                _num(r.get("samples_per_s"), ".3g"),
+                ratio,
+                _num(None if peak is None else peak / 1024, ".2f"),
+                r.get("identical", "-")
+                + (f" (score diff {r['max_score_diff']:.1e})" if "max_score_diff" in r else ""),
+                r["stopped"],
+            ]
+        )
     device = record["env"].get("gpu", record["env"]["device"])
-    lines = ["## The paper's GPU table: beam 4 (greedy 1, diverse 2 groups of 2), fp16, "
-             "random weights", "",
-             f"{device}. Settings: " + "; ".join(settings.values()) + ". No n-gram blocking.",
-             "batch: the batch run; memory batch: the largest the memory model fits in 90% of "
-             "the free memory; stopped: what ended the row's growth. identical: the pilot's "
-             f"sentences whose tokens equal stock's ({record['pilot']} per row, the same "
-             "sources for every variant), and the largest score difference.", "",
-             markdown_table(["setting", "search", "variant", "batch", "memory batch",
-                             "samples/s", "vs stock", "peak GiB", "identical", "stopped"],
-                            body, "lllrrrrrll"), ""]  # fmt: skip
+    lines = [
+        "## The paper's GPU table: beam 4 (greedy 1, diverse 2 groups of 2), fp16, random weights",
+        "",
+        f"{device}. Settings: " + "; ".join(settings.values()) + ". No n-gram blocking.",
+        "batch: the batch run; memory batch: the largest the memory model fits in 90% of "
+        "the free memory; stopped: what ended the row's growth. identical: the pilot's "
+        f"sentences whose tokens equal stock's ({record['pilot']} per row, the same "
+        "sources for every variant), and the largest score difference.",
+        "",
+        markdown_table(
+            [
+                "setting",
+                "search",
+                "variant",
+                "batch",
+                "memory batch",
+                "samples/s",
+                "vs stock",
+                "peak GiB",
+                "identical",
+                "stopped",
+            ],
+            body,
+            "lllrrrrrll",
+        ),
+        "",
+    ]
     syncs = []
     for r in rows:
         s = r.get("syncs")
         if not s:
             continue
         step = s["per_step"]
-        syncs.append([r["setting"], r["search"], r["variant"],
-                      step.get("step:fairseq_el", 0), step.get("step:fairseq", 0),
-                      step.get("step:other", 0),
-                      sum(v for k, v in step.items() if k.startswith("generator")), s["encoder"],
-                      ", ".join(f"{k} ({v})" for k, v in s["el_step_sites"].items())
-                      or "-"])  # fmt: skip
+        syncs.append(
+            [
+                r["setting"],
+                r["search"],
+                r["variant"],
+                step.get("step:fairseq_el", 0),
+                step.get("step:fairseq", 0),
+                step.get("step:other", 0),
+                sum(v for k, v in step.items() if k.startswith("generator")),
+                s["encoder"],
+                ", ".join(f"{k} ({v})" for k, v in s["el_step_sites"].items()) or "-",
+            ]
+        )
     measured = any(r.get("syncs", {}).get("measured") for r in rows)
-    lines += ["## Host syncs per decoding step (pilot runs)", "",
-              ("torch.cuda.set_sync_debug_mode('warn'), each sync attributed to its caller: in "
-               "the decoder step (fairseq_el / fairseq / other code), in fairseq's generator "
-               "around it (per step), in the encoder (per batch)." if measured else
-               "Not measured: CPU has no host syncs (torch's sync debug mode is CUDA's); "
-               "the counts below are the smoke run of the same code."), "",
-              markdown_table(["setting", "search", "variant", "step: fairseq_el",
-                              "step: fairseq", "step: other", "generator", "encoder",
-                              "fairseq_el sites in the step"], syncs, "lllrrrrrl"), ""]  # fmt: skip
+    lines += [
+        "## Host syncs per decoding step (pilot runs)",
+        "",
+        (
+            "torch.cuda.set_sync_debug_mode('warn'), each sync attributed to its caller: in "
+            "the decoder step (fairseq_el / fairseq / other code), in fairseq's generator "
+            "around it (per step), in the encoder (per batch)."
+            if measured
+            else "Not measured: CPU has no host syncs (torch's sync debug mode is CUDA's); "
+            "the counts below are the smoke run of the same code."
+        ),
+        "",
+        markdown_table(
+            [
+                "setting",
+                "search",
+                "variant",
+                "step: fairseq_el",
+                "step: fairseq",
+                "step: other",
+                "generator",
+                "encoder",
+                "fairseq_el sites in the step",
+            ],
+            syncs,
+            "lllrrrrrl",
+        ),
+        "",
+    ]
     return lines
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict:
-    p = Parser(prog="fairseq-el-gpu-check", description=__doc__,
-               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = Parser(
+        prog="fairseq-el-gpu-check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--smoke", action="store_true", help="CPU, tiny shapes, no pytest (CI)")
     p.add_argument("--out", type=Path, default=Path("gpu-check"))
     p.add_argument("--tests", type=Path, default=Path("tests"), help="the repository's tests/")
     p.add_argument("--budget-seconds", type=float, default=400, help="the whole check")
-    p.add_argument("--pytest-seconds", type=float, default=150,
-                   help="the parity tiers' share; 0: no tiers")  # fmt: skip
+    p.add_argument(
+        "--pytest-seconds", type=float, default=150, help="the parity tiers' share; 0: no tiers"
+    )
     p.add_argument("--max-batch", type=int, default=1 << 16, help="cap on the table's batches")
-    p.add_argument("--searches", nargs="+", choices=SHOWN, default=list(SHOWN),
-                   help="the table's search modes")  # fmt: skip
+    p.add_argument(
+        "--searches", nargs="+", choices=SHOWN, default=list(SHOWN), help="the table's search modes"
+    )
     args = p.parse_args(argv)
     start = time.perf_counter()
     deadline = start + args.budget_seconds
@@ -548,9 +732,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         torch.set_num_threads(1)
     logging.getLogger(batching.__name__).setLevel(logging.WARNING)  # each row records its account
     pilot, max_batch = (2, min(args.max_batch, 4)) if args.smoke else (PILOT, args.max_batch)
-    record: Dict = {"mode": "smoke (CPU)" if args.smoke else "full (CUDA)", "smoke": args.smoke,
-                    "env": environment(device), "budget_seconds": args.budget_seconds,
-                    "pytest_seconds": args.pytest_seconds, "pilot": pilot}  # fmt: skip
+    record: Dict = {
+        "mode": "smoke (CPU)" if args.smoke else "full (CUDA)",
+        "smoke": args.smoke,
+        "env": environment(device),
+        "budget_seconds": args.budget_seconds,
+        "pytest_seconds": args.pytest_seconds,
+        "pilot": pilot,
+    }
     record["env"]["fairseq_el"] = f"{fairseq_el.__version__} ({PACKAGES['fairseq_el']})"
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
@@ -571,8 +760,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         record["table"] = rows
         save()
 
-    record["table"] = paper_table(paper_configs(args.smoke), deadline, max_batch, pilot,
-                                  args.searches, on_row)  # fmt: skip
+    record["table"] = paper_table(
+        paper_configs(args.smoke), deadline, max_batch, pilot, args.searches, on_row
+    )
     save()
     print(markdown(record))
     # the table's "identical" is reported only: in fp16 a near-tie may part the hypotheses of

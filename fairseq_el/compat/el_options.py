@@ -21,8 +21,13 @@ import fairseq.models
 logger = logging.getLogger("fairseq_el")
 AFFECTED_PREFIX = "0.12"
 # EL model options (fairseq_el.models.options), as --model-overrides keys
-EL_OPTIONS = ("el_self_attention", "el_policy", "el_memory_budget", "el_encoder_batch",
-              "decoder_kv_heads")  # fmt: skip
+EL_OPTIONS = (
+    "el_self_attention",
+    "el_policy",
+    "el_memory_budget",
+    "el_encoder_batch",
+    "decoder_kv_heads",
+)
 
 
 def _value(cfg: Any, name: str) -> Any:

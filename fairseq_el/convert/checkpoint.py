@@ -43,8 +43,10 @@ def load_checkpoint(path: str, mmap: bool = False) -> Checkpoint:
             path, map_location="cpu", weights_only=True, mmap=mmap and magic == ZIP_MAGIC
         )
     except pickle.UnpicklingError as err:
-        reason = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line),
-                      str(err).splitlines()[0])  # fmt: skip
+        reason = next(
+            (line.strip() for line in str(err).splitlines() if "GLOBAL" in line),
+            str(err).splitlines()[0],
+        )
         raise ConversionError(
             f"{path}: refused by torch's weights_only loader: it holds an object fairseq does "
             f"not write into checkpoints, so it is not loaded ({reason})"
@@ -117,8 +119,14 @@ def save_checkpoint(model: FairseqModel, args: argparse.Namespace, path: str) ->
         "args": args,
         "cfg": None,
         "model": model.state_dict(),
-        "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "Adam",
-                               "lr_scheduler_state": {}, "num_updates": 0}],
+        "optimizer_history": [
+            {
+                "criterion_name": "CrossEntropyCriterion",
+                "optimizer_name": "Adam",
+                "lr_scheduler_state": {},
+                "num_updates": 0,
+            }
+        ],
         "extra_state": {},
-    }  # fmt: skip
+    }
     save_torch(state, path)

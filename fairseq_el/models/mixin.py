@@ -47,9 +47,12 @@ class ELEncoderDecoderMixin:
     def build_decoder(cls, args, tgt_dict, embed_tokens) -> ELTransformerDecoder:
         cfg = TransformerConfig.from_namespace(args)
         return ELTransformerDecoder(
-            cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention,
+            cfg,
+            tgt_dict,
+            embed_tokens,
+            no_encoder_attn=cfg.no_cross_attention,
             el_options=el_options(args),
-        )  # fmt: skip
+        )
 
     def set_beam_size(self, beam: int) -> None:
         """Called by ``SequenceGenerator`` for beam > 1; EL needs nothing from it.

@@ -33,7 +33,10 @@ class GPT2BPE:
     def fairseq_args(self) -> List[str]:
         """fairseq-generate options that make ``--bpe gpt2`` read these local files."""
         return [
-            "--bpe", "gpt2",
-            "--gpt2-encoder-json", str(self.encoder_json),
-            "--gpt2-vocab-bpe", str(self.vocab_bpe),
-        ]  # fmt: skip
+            "--bpe",
+            "gpt2",
+            "--gpt2-encoder-json",
+            str(self.encoder_json),
+            "--gpt2-vocab-bpe",
+            str(self.vocab_bpe),
+        ]

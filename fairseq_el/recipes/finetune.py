@@ -25,18 +25,32 @@ def toy_options(
     (on CPU where torch sees no CUDA device)."""
     return {
         "restore-file": None,  # no bart.large here: random initialisation
-        "reset-optimizer": False, "reset-dataloader": False, "reset-meters": False,
-        "fp16": False, "find-unused-parameters": False, "cpu": not torch.cuda.is_available(),
+        "reset-optimizer": False,
+        "reset-dataloader": False,
+        "reset-meters": False,
+        "fp16": False,
+        "find-unused-parameters": False,
+        "cpu": not torch.cuda.is_available(),
         "arch": "bart_base",
-        "encoder-layers": layers, "decoder-layers": layers,
-        "encoder-embed-dim": dim, "decoder-embed-dim": dim,
-        "encoder-ffn-embed-dim": 2 * dim, "decoder-ffn-embed-dim": 2 * dim,
-        "encoder-attention-heads": 4, "decoder-attention-heads": 4,
-        "lr": 1e-3, "warmup-updates": max(1, max_update // 10),
-        "total-num-update": max_update, "max-update": max_update,
-        "max-tokens": max_tokens, "update-freq": 1, "seed": 1,
-        "no-epoch-checkpoints": True, "log-interval": 10, "disable-validation": True,
-    }  # fmt: skip
+        "encoder-layers": layers,
+        "decoder-layers": layers,
+        "encoder-embed-dim": dim,
+        "decoder-embed-dim": dim,
+        "encoder-ffn-embed-dim": 2 * dim,
+        "decoder-ffn-embed-dim": 2 * dim,
+        "encoder-attention-heads": 4,
+        "decoder-attention-heads": 4,
+        "lr": 1e-3,
+        "warmup-updates": max(1, max_update // 10),
+        "total-num-update": max_update,
+        "max-update": max_update,
+        "max-tokens": max_tokens,
+        "update-freq": 1,
+        "seed": 1,
+        "no-epoch-checkpoints": True,
+        "log-interval": 10,
+        "disable-validation": True,
+    }
 
 
 def finetune_argv(

@@ -150,6 +150,9 @@ class ELLanguageModelingTask(LanguageModelingTask):
         if seq_gen_cls is None and not getattr(args, "print_alignment", False):
             seq_gen_cls = PromptSequenceGenerator
         return super().build_generator(
-            models, args, seq_gen_cls=seq_gen_cls, extra_gen_cls_kwargs=extra_gen_cls_kwargs,
+            models,
+            args,
+            seq_gen_cls=seq_gen_cls,
+            extra_gen_cls_kwargs=extra_gen_cls_kwargs,
             **kwargs,
-        )  # fmt: skip
+        )
