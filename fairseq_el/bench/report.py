@@ -85,6 +85,14 @@ def ratio_lines(rows: Sequence[Dict], reference: str) -> List[str]:
             items.append(f"peak memory x{r['peak_memory_mib'] / ref['peak_memory_mib']:.2f}")
         if r.get("samples_per_s") and ref.get("samples_per_s"):
             items.append(f"speed x{r['samples_per_s'] / ref['samples_per_s']:.2f}")
+        compiled = r.get("compile")
+        if compiled:  # --el-compile: its cost, paid in the warm-up, outside the timings
+            items.append(
+                f"compiled ({compiled['mode']}): {compiled['graphs']} graphs in "
+                f"{compiled['compile_seconds']:.1f} s at warm-up, "
+                f"{compiled['graphs_in_timed_runs']} in timed runs"
+                + (f", eager: {compiled['eager_reason']}" if compiled["eager_reason"] else "")
+            )
         out.append(f"{r['variant']} vs {reference}: " + ", ".join(items))
     return out
 

@@ -104,8 +104,25 @@ def model_dims(model: torch.nn.Module, dtype: str) -> Dict[str, int]:
     }
 
 
-def run_variant(config: Config, variant: str, repeats: int = 3, built: Optional[Tuple] = None
-                ) -> Dict:  # fmt: skip
+def compile_report(model: torch.nn.Module, warm_seconds: float) -> Optional[Dict]:
+    """What ``--el-compile`` cost in the warm-up generation (None without it)."""
+    step = getattr(model.decoder, "compiled_step", None)
+    if step is None:
+        return None
+    stats = step.stats
+    return {
+        "mode": stats.mode,
+        "graphs": stats.graphs,
+        "compile_seconds": stats.compile_seconds,
+        "warm_up_seconds": warm_seconds,
+        "eager_reason": stats.eager_reason,
+        "total_graphs": step.total_graphs,
+    }
+
+
+def run_variant(
+    config: Config, variant: str, repeats: int = 3, built: Optional[Tuple] = None
+) -> Dict:
     """Measure ``variant`` on ``config``; returns timings, state bytes, peak memory and tokens.
     ``built``: the ``(model, task)`` of :func:`build_variant` for it, reused (a batch sweep)."""
     model, task = build_variant(config, variant) if built is None else built
@@ -131,9 +148,16 @@ def run_variant(config: Config, variant: str, repeats: int = 3, built: Optional[
 
     memory_reset(config.device)
     before = memory_now_and_peak(config.device)["memory_mib"]
-    out, _, _, _, meter = generate(meter=True)
+    out, warm_seconds, _, _, meter = generate(meter=True)
     memory = memory_now_and_peak(config.device)
+    compiled = compile_report(model, warm_seconds)  # --el-compile: paid in the warm-up
+    if compiled is not None and repeats:
+        generate(meter=False)  # the first run after compiling still loads its kernels: untimed
     times = [generate(meter=False)[1:4] for _ in range(repeats)]
+    if compiled is not None:  # graphs the timed runs compiled (0 when the warm-up was enough)
+        compiled["graphs_in_timed_runs"] = model.decoder.compiled_step.total_graphs - compiled.pop(
+            "total_graphs"
+        )
     timing: Dict[str, Optional[float]] = dict.fromkeys(TIMINGS)
     if times:  # repeats=0 measures state and memory only
         total, encoder, decoder = (statistics.median(t[i] for t in times) for i in range(3))
@@ -156,6 +180,7 @@ def run_variant(config: Config, variant: str, repeats: int = 3, built: Optional[
         "peak_memory_mib": memory["peak_memory_mib"],
         "peak_memory_kind": memory["peak_memory_kind"],
         "dims": model_dims(model, config.dtype),
+        "compile": compiled,
         "tokens": hypotheses(out),
         "scores": scores(out),
         "threads": torch.get_num_threads(),
