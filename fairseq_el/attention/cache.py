@@ -26,12 +26,12 @@ the data under the module's own names, plus ``cache_ancestry`` (absent while eve
 is its own slot) and ``cache_padding`` (absent without padding).
 
 *Static* caches (the compiled step, ``--el-compile``; :func:`mark_static` before a run's first
-step) hold their whole capacity from the first write on, in buckets of ``STATIC_BUCKET``
-positions: shapes stay fixed while the run crosses no bucket, the write position is a tensor
-(``cache_position``), every slot beyond it is padding (``cache_padding`` starts all True) and the
-ancestry is kept from the first step (``k > 1``). Attention reads the whole capacity; padded
-positions get weight exactly 0, so outputs equal the growing cache's up to summation order.
-Reorders are the same code. The decoder grows them between steps (:meth:`DecodingCache.reserve`).
+step) are read over their whole capacity (:func:`capacity`, as the growing cache's): shapes
+change only when a buffer grows (the compiled step keeps capacity symbolic), the write position
+is a tensor (``cache_position``), every slot beyond it is padding (``cache_padding`` starts all
+True) and the ancestry is kept from the first step (``k > 1``). Padded positions get weight
+exactly 0, so outputs equal the growing cache's up to summation order. Reorders are the same
+code. The decoder grows them between steps (:meth:`DecodingCache.reserve`).
 
 Letters as in :mod:`fairseq_el.attention.math`: ``B`` sentences, ``k`` hypotheses per sentence,
 ``R = B*k`` rows (slots), ``T`` cached positions, ``t`` positions of one call, ``F`` features.
@@ -52,7 +52,6 @@ POSITION = "cache_position"  # () int64, static caches only: positions written s
 RUN = "fairseq_el.run"  # incremental-state entry of the decoding run: {HYPOTHESES: k}
 HYPOTHESES = "hypotheses"
 STATIC = "fairseq_el.static"  # incremental-state entry: this run's caches are static
-STATIC_BUCKET = 64  # static caches hold a multiple of this many positions
 MIN_CAPACITY = 8
 GROWTH = 16  # a full buffer grows by 1/16 of its room, at least 8 positions
 # debug mode: check every reorder against fairseq's layout (host syncs); read at each reorder
@@ -89,11 +88,6 @@ def mark_static(incremental_state: IncrementalState, marker: Tensor) -> None:
 
 def is_static(incremental_state: Optional[IncrementalState]) -> bool:
     return incremental_state is not None and STATIC in incremental_state
-
-
-def static_capacity(positions: int) -> int:
-    """Positions a static cache holding ``positions`` has room for: whole buckets."""
-    return max(1, -(-positions // STATIC_BUCKET)) * STATIC_BUCKET
 
 
 def check_order(new_order: Tensor, rows: int, old_hyps: int, hyps: int) -> None:
@@ -215,8 +209,8 @@ class DecodingCache:
         """Write at ``cache_position`` with ``index_copy_`` (no host sync, fixed shapes)."""
         first = next(iter(new.values()))
         rows, steps, device = first.size(0), first.size(-2), first.device
-        if POSITION not in self.buffer:  # the run's first write: allocate whole buckets
-            self._allocate(new, static_capacity(steps))
+        if POSITION not in self.buffer:  # the run's first write: allocate
+            self._allocate(new, capacity(steps))
         position = self.buffer[POSITION]
         assert position is not None
         index = position + torch.arange(steps, device=device)  # (t,) positions written
@@ -244,12 +238,12 @@ class DecodingCache:
         self.buffer[POSITION] = torch.zeros((), dtype=torch.long, device=device)
 
     def reserve(self, positions: int) -> None:
-        """Static caches: room for ``positions`` in all (grown to whole buckets, outside the
+        """Static caches: room for ``positions`` in all (grown as :func:`capacity`, outside the
         compiled step; new slots are padding). No-op for other caches."""
         names = self._data()
         if not self.static or not names or positions <= self.length:
             return
-        cap = static_capacity(positions)
+        cap = capacity(positions)
         for name in names + [PADDING, ANCESTRY]:
             view = self.buffer.get(name)
             if view is not None:

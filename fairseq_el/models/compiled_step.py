@@ -8,11 +8,12 @@ search and reorders, the output projection, step 0 of a run (it allocates the ca
 every full-sequence call (training, scoring, prompts).
 
 Shapes: the caches are static (:mod:`fairseq_el.attention.cache`): their capacity changes only
-at a bucket boundary, their write position is a tensor; rows change only when sentences finish.
-Dynamo's automatic dynamic shapes then compile one graph for the first shapes and one with the
-dimensions that changed (rows, capacity, source length) made symbolic: a handful of graphs per
-model, counted in :class:`CompileStats`. Each decoder compiles its own copy of the step's code,
-so models never evict each other from dynamo's cache (its ``recompile_limit`` is per code).
+when a buffer grows (O(log T) times), their write position is a tensor; rows change only when
+sentences finish. Rows, sentences, source length and capacity are marked symbolic from the first
+graph on, so a run compiles a graph for its search width ``k`` (a constant of the code) and one
+more for a single sentence (a size dynamo specializes), counted in :class:`CompileStats`. Each
+decoder compiles its own copy of the step's code, so models never evict each other from dynamo's
+cache (its ``recompile_limit`` is per code).
 
 When compiling is impossible (no ``torch.compile``, an option the step does not cover, a
 compiler missing or failing), the decoder decodes eagerly and logs one line saying why.

@@ -187,7 +187,7 @@ class ELTransformerDecoder(TransformerDecoderBase):
         self, incremental_state: IncrementalState, full_context_alignment: bool
     ) -> bool:
         """Incremental steps after the first of a run whose caches are static."""
-        if not is_static(incremental_state) or full_context_alignment:
+        if not is_static(incremental_state) or full_context_alignment or not self.layers:
             return False
         assert incremental_state is not None
         buffer = self.layers[0].self_attn._get_input_buffer(incremental_state)

@@ -16,7 +16,6 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-import fairseq_el.attention.cache as cache_module
 from fairseq_el.models.options import ELOptionError, el_options
 
 from helpers import (
@@ -87,10 +86,9 @@ def test_graphs_are_reused_and_bounded(compiled):
     assert 0 < step.total_graphs <= 2 * MAX_GRAPHS_PER_RUN, step.total_graphs
 
 
-def test_static_caches_grow_and_match_without_c_compiler(monkeypatch):
-    """BART shape, EL self-attention, caches crossing capacity buckets, traced by dynamo with
+def test_static_caches_grow_and_match_without_c_compiler():
+    """BART shape, EL self-attention, caches growing (capacity 8, then 16), traced by dynamo with
     ``aot_eager``: one graph per step, few graphs, outputs as stock and eager EL."""
-    monkeypatch.setattr(cache_module, "STATIC_BUCKET", 4)
     dictionary = make_dictionary(24)
     options = ["--el-self-attention"]
     stock, eager, task = stock_and_el("bart_base", dictionary, tiny_args(dim=16), 2, options)
