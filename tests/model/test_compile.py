@@ -17,6 +17,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from fairseq_el.models.options import ELOptionError, el_options
+from fairseq_el.testing import build_language_model, generation_args, tiny_lm_args
 
 from helpers import (
     assert_hypos_equal,
@@ -150,3 +151,27 @@ def test_unsupported_option_is_eager_from_the_start(caplog):
     argv = ["--max-len-a", "0", "--max-len-b", "5", "--beam", "2"]
     assert _same_scores(generate(task, eager, sample, argv), generate(task, el, sample, argv))
     assert el.decoder.compile_stats.compiled_steps == 0
+
+
+def test_decoder_only_model_without_recorded_hypotheses():
+    """``el_transformer_lm`` under fairseq's ``language_modeling`` task: no ``k`` is recorded,
+    reorders copy each row's parent; traced with ``aot_eager``, outputs as eager EL."""
+    dictionary = make_dictionary(24)
+    eager, task, _ = build_language_model("el_transformer_lm", dictionary, tiny_lm_args(), seed=3)
+    el, _, _ = build_language_model(
+        "el_transformer_lm", dictionary, [*tiny_lm_args(), "--el-compile", "default"], seed=4
+    )
+    el.load_state_dict(eager.state_dict())
+    el.decoder.compiled_step.backend = "aot_eager"
+    prompts = torch.randint(dictionary.nspecial, len(dictionary), (3, 4))
+    sample = {"net_input": {"src_tokens": prompts, "src_lengths": torch.full((3,), 4)}}
+    args = generation_args(
+        ["--task", "language_modeling", "--max-len-a", "0", "--max-len-b", "10", "--beam", "3"]
+    )
+    hypos = []
+    for model in (eager, el):
+        with torch.no_grad():
+            hypos.append(task.inference_step(task.build_generator([model], args), [model], sample))
+    assert_hypos_equal(*hypos)
+    stats = el.decoder.compile_stats
+    assert stats.eager_reason is None and stats.compiled_steps > 0 and stats.graph_breaks == 0
