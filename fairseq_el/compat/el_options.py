@@ -20,14 +20,6 @@ import fairseq.models
 
 logger = logging.getLogger("fairseq_el")
 AFFECTED_PREFIX = "0.12"
-# EL model options (fairseq_el.models.options), as --model-overrides keys
-EL_OPTIONS = (
-    "el_self_attention",
-    "el_policy",
-    "el_memory_budget",
-    "el_encoder_batch",
-    "decoder_kv_heads",
-)
 
 
 def _value(cfg: Any, name: str) -> Any:
@@ -40,11 +32,12 @@ def _value(cfg: Any, name: str) -> Any:
 def ignored_el_options(cfg: Any) -> List[str]:
     """``name=value`` of the EL options ``cfg`` holds when its architecture is a stock one."""
     from fairseq_el.models.architectures import is_el_arch
+    from fairseq_el.models.options import OVERRIDE_KEYS
 
     arch = _value(cfg, "arch") or _value(cfg, "_name")
     if not isinstance(arch, str) or is_el_arch(arch):
         return []
-    given = [(name, _value(cfg, name)) for name in EL_OPTIONS]
+    given = [(name, _value(cfg, name)) for name in OVERRIDE_KEYS]
     return [f"{name}={value!r}" for name, value in given if value not in (None, False)]
 
 

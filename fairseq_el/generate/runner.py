@@ -20,7 +20,6 @@ from fairseq import checkpoint_utils, tasks, utils
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
 from fairseq_el.accounting import GIB
-from fairseq_el.compat.el_options import EL_OPTIONS
 from fairseq_el.convert.checkpoint import ConversionError, checkpoint_arch, load_checkpoint
 from fairseq_el.convert.el_checkpoint import unsupported_option
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, default_budget, weight_bytes
@@ -36,6 +35,7 @@ from fairseq_el.generate.source import (
     truncated,
 )
 from fairseq_el.models.architectures import ArchitectureError, el_arch, stock_arch
+from fairseq_el.models.options import OVERRIDE_KEYS
 from fairseq_el.usage import UsageError
 
 logger = logging.getLogger("fairseq_el.generate")
@@ -81,7 +81,7 @@ def load_models(args: argparse.Namespace, task: Any) -> Tuple[List[torch.nn.Modu
         assert isinstance(user, dict)
     except (ValueError, SyntaxError, AssertionError) as err:
         raise UsageError(f"--model-overrides {args.model_overrides!r}: not a dict") from err
-    el_given = [k for k in EL_OPTIONS if user.get(k) not in (None, False)]
+    el_given = [k for k in OVERRIDE_KEYS if user.get(k) not in (None, False)]
     if args.stock and el_given:
         raise UsageError(
             f"--model-overrides {el_given[0]}: an EL model option, and --stock "

@@ -42,6 +42,17 @@ COMPILE_HELP = (
 )
 
 
+# the EL model options as --model-overrides keys (args attributes), read by el_options below
+OVERRIDE_KEYS = (
+    "el_self_attention",
+    "el_policy",
+    "el_memory_budget",
+    "el_encoder_batch",
+    "decoder_kv_heads",
+    "el_compile",
+)
+
+
 class ELOptionError(UserError, ValueError):
     """An EL model option with a value of the wrong type or range; the message names it."""
 

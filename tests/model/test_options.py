@@ -41,3 +41,16 @@ def test_numbers_given_as_strings_are_read():
         argparse.Namespace(decoder_kv_heads="2", el_memory_budget="1.5", el_encoder_batch=4)
     )
     assert (options.kv_heads, options.memory_budget, options.encoder_batch) == (2, 1.5, 4)
+
+
+def test_override_keys_are_the_options_added():
+    """The one list of EL override keys (the stock-architecture warning, fairseq-el-generate
+    --stock) is what add_el_args adds: a new option cannot be missed there."""
+    import argparse
+
+    from fairseq_el.models.options import OVERRIDE_KEYS, add_el_args
+
+    parser = argparse.ArgumentParser()
+    add_el_args(parser)
+    added = {a.dest for a in parser._actions if a.dest != "help"}
+    assert added == set(OVERRIDE_KEYS)
