@@ -30,8 +30,8 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-# graphs one decoder may compile before it decodes eagerly (dynamo's default is 8 per code: one
-# per search width k times the shapes dynamo specializes, sizes 1 and the first, plus symbolic)
+# graphs one decoder may compile before it decodes eagerly (dynamo's default is 8 per code; each
+# search width k compiles up to two, see above)
 RECOMPILE_LIMIT = 32
 
 
@@ -53,6 +53,7 @@ class CompileStats:
     graph_breaks: int = 0
     eager_reason: Optional[str] = None
     graph_shapes: List[str] = field(default_factory=list)  # per graph: rows, source length
+    logged: bool = False
 
     def summary(self) -> str:
         if self.eager_reason is not None and not self.compiled_steps:
@@ -138,6 +139,13 @@ def _mark_dynamic(decoder, tokens, positions, enc, padding_mask, incremental_sta
                 mark(tensor, tensor.dim() - 2)  # cache capacity, source length
 
 
+def log_run(stats: CompileStats) -> None:
+    """One line per run that compiled or ran compiled steps, once."""
+    if not stats.logged and (stats.compiled_steps or stats.graphs):
+        stats.logged = True
+        logger.info(f"fairseq-el: {stats.summary()}")
+
+
 def _graphs_compiled() -> int:
     from torch._dynamo.utils import counters
 
@@ -165,6 +173,8 @@ class CompiledStep:
             self.give_up(f"torch {torch.__version__} has no torch.compile")
 
     def new_run(self) -> CompileStats:
+        """Stats for a new run; the last run's are logged now if its end was not seen."""
+        log_run(self.stats)
         self.runs += 1
         self.stats = CompileStats(self.mode, eager_reason=self.eager_reason)
         return self.stats
@@ -194,7 +204,7 @@ class CompiledStep:
                 recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
             ):
                 out = self._compile()(*args)
-        except Exception as error:  # a compiler missing or failing: nothing ran, decode eagerly
+        except Exception as error:  # a compiler missing or failing (before its graph runs)
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             self.give_up(f"compiling failed ({type(error).__name__}: {first[:200]})")
             self.stats.eager_steps += 1

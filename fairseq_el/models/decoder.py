@@ -1,6 +1,5 @@
 """Decoder layer and decoder that build EL attention through fairseq's factory hooks."""
 
-import logging
 import weakref
 from typing import Dict, List, Optional
 
@@ -29,10 +28,8 @@ from fairseq_el.attention.grouped import GroupedQueryAttention
 from fairseq_el.attention.kv_self_attention import KVSelfAttention
 from fairseq_el.attention.policy import ELPolicy
 from fairseq_el.attention.self_attention import ELSelfAttention
-from fairseq_el.models.compiled_step import CompiledStep
+from fairseq_el.models.compiled_step import CompiledStep, log_run
 from fairseq_el.models.options import ELOptions
-
-logger = logging.getLogger(__name__)
 
 
 class ELDecoderLayer(TransformerDecoderLayerBase):
@@ -174,14 +171,14 @@ class ELTransformerDecoder(TransformerDecoderBase):
 
     def _start_run(self, step: CompiledStep, incremental_state: IncrementalState) -> None:
         """Static caches for this run (step 0 runs eagerly and allocates them); its stats are
-        logged once, when the run's state is freed (after the generator's call). A step that
-        cannot compile keeps the eager decoder as it is without --el-compile."""
+        logged once, when the run's state is freed (after the generator's call, or at the next
+        run's start). A step that cannot compile keeps the eager decoder as without the option."""
         assert incremental_state is not None
         stats = step.new_run()
         if step.eager_reason is None:
             marker = torch.empty(0)
             mark_static(incremental_state, marker)
-            weakref.finalize(marker, _log_run, stats).atexit = False
+            weakref.finalize(marker, log_run, stats).atexit = False
 
     def _compiled_applies(
         self, incremental_state: IncrementalState, full_context_alignment: bool
@@ -233,10 +230,6 @@ class ELTransformerDecoder(TransformerDecoderBase):
             layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
         min_params_to_wrap = cfg.min_params_to_wrap if not cfg.checkpoint_activations else 0
         return fsdp_wrap(layer, min_num_params=min_params_to_wrap)
-
-
-def _log_run(stats) -> None:
-    logger.info(f"fairseq-el: {stats.summary()}")
 
 
 def _sentences(encoder_out: Optional[Dict[str, List[Tensor]]]) -> int:

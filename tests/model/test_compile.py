@@ -10,12 +10,14 @@ functionalization, no C++ compile) to keep the file short.
 """
 
 import argparse
+import gc
 import logging
 
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from fairseq_el.models.compiled_step import log_run
 from fairseq_el.models.options import ELOptionError, el_options
 from fairseq_el.testing import build_language_model, generation_args, tiny_lm_args
 
@@ -77,11 +79,18 @@ def test_compiled_step_matches_stock_and_eager(compiled, name):
     print(f"{name}: {stats.summary()}; max score diff {to_stock:.1e} (stock), {to_eager:.1e} (EL)")
 
 
-def test_graphs_are_reused_and_bounded(compiled):
-    """Runs of one search width reuse their graphs; two widths compile a bounded number."""
+def test_graphs_are_reused_and_bounded(compiled, caplog):
+    """Runs of one search width reuse their graphs; two widths compile a bounded number; each
+    run logs its stats once."""
     stock, eager, el, task, sample = compiled
-    for name in ("beam", "greedy", "beam", "greedy"):
-        generate(task, el, sample, LENGTHS + SEARCHES[name])
+    log_run(el.decoder.compile_stats)  # an earlier test's run: said before these
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fairseq_el.models.compiled_step"):
+        for name in ("beam", "greedy", "beam", "greedy"):
+            generate(task, el, sample, LENGTHS + SEARCHES[name])
+        gc.collect()  # the last run's state (cycles) is freed: its line comes
+    lines = [r.getMessage() for r in caplog.records if "steps compiled" in r.getMessage()]
+    assert len(lines) == 4 and all("; 0 graphs compiled" in line for line in lines[2:]), lines
     assert el.decoder.compile_stats.graphs == 0  # the last run compiled nothing
     step = el.decoder.compiled_step
     assert 0 < step.total_graphs <= 2 * MAX_GRAPHS_PER_RUN, step.total_graphs
