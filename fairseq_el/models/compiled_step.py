@@ -1,11 +1,11 @@
 """The decoder's incremental step through ``torch.compile`` (``--el-compile``).
 
 What is compiled: one function over every layer of the decoder (:func:`decoder_step`: token
-embedding, the stock layer modules with their EL attention and static caches, final layer norm),
-with ``fullgraph=True``, so a graph break is an error, never a silent split. What stays eager:
-the positions (fairseq computes them from the step number, a Python int), the generator's
-search and reorders, the output projection, step 0 of a run (it allocates the caches), and
-every full-sequence call (training, scoring, prompts).
+embedding, the stock layer modules with their EL attention and static caches, final layer norm,
+the output projection when called through ``forward``), with ``fullgraph=True``, so a graph
+break is an error, never a silent split. What stays eager: the positions (fairseq computes them
+from the step number, a Python int), the generator's log-softmax, search and reorders, step 0 of
+a run (it allocates the caches), and every full-sequence call (training, scoring, prompts).
 
 Shapes: the caches are static (:mod:`fairseq_el.attention.cache`): their capacity changes only
 when a buffer grows (O(log T) times), their write position is a tensor; rows change only when
@@ -74,13 +74,15 @@ def decoder_step(
     incremental_state: Dict[str, Dict[str, Optional[Tensor]]],
     alignment_layer: int,
     alignment_heads: Optional[int],
+    project: bool = False,
 ) -> Tuple[Tensor, Optional[Tensor], List[Optional[Tensor]]]:
     """One incremental step of a fairseq ``TransformerDecoderBase`` through its stock layer
     modules: what ``extract_features_scriptable`` does for one token, without its host sync
     (the self-attention padding mask is always passed: static caches always keep padding).
 
     tokens: (R, 1) the step's tokens; positions: (R, 1, C) or None. Returns the features
-    (R, 1, C), the alignment layer's head-averaged attention and the inner states."""
+    (R, 1, C) (``project``: the output layer's logits, (R, 1, V)), the alignment layer's
+    head-averaged attention and the inner states."""
     x = decoder.embed_scale * decoder.embed_tokens(tokens)  # (R, 1, C)
     if decoder.quant_noise is not None:
         x = decoder.quant_noise(x)
@@ -112,6 +114,8 @@ def decoder_step(
     x = x.transpose(0, 1)  # (R, 1, C)
     if decoder.project_out_dim is not None:
         x = decoder.project_out_dim(x)
+    if project:
+        x = decoder.output_layer(x)  # (R, 1, V)
     return x, attn, inner_states
 
 

@@ -1,7 +1,7 @@
 """Decoder layer and decoder that build EL attention through fairseq's factory hooks."""
 
 import weakref
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from fairseq.distributed import fsdp_wrap
@@ -139,6 +139,33 @@ class ELTransformerDecoder(TransformerDecoderBase):
                 )
         return None
 
+    def forward(
+        self,
+        prev_output_tokens: Tensor,
+        encoder_out: Optional[Dict[str, List[Tensor]]] = None,
+        incremental_state: IncrementalState = None,
+        features_only: bool = False,
+        full_context_alignment: bool = False,
+        alignment_layer: Optional[int] = None,
+        alignment_heads: Optional[int] = None,
+        src_lengths: Optional[Any] = None,
+        return_all_hiddens: bool = False,
+    ):
+        """The stock method; a compiled step (``--el-compile``) applies the output layer in its
+        graph."""
+        if self._begin(prev_output_tokens, encoder_out, incremental_state, full_context_alignment):
+            assert self.compiled_step is not None and incremental_state is not None
+            return self._compiled_features(
+                self.compiled_step, prev_output_tokens, encoder_out, incremental_state,
+                alignment_layer, alignment_heads, project=not features_only,
+            )  # fmt: skip
+        return super().forward(
+            prev_output_tokens, encoder_out=encoder_out, incremental_state=incremental_state,
+            features_only=features_only, full_context_alignment=full_context_alignment,
+            alignment_layer=alignment_layer, alignment_heads=alignment_heads,
+            src_lengths=src_lengths, return_all_hiddens=return_all_hiddens,
+        )  # fmt: skip
+
     def extract_features(
         self,
         prev_output_tokens: Tensor,
@@ -150,6 +177,27 @@ class ELTransformerDecoder(TransformerDecoderBase):
     ):
         """The stock method; at a run's first incremental step it records the hypotheses per
         sentence (rows / encoder sentences, from shapes) for the caches of the run."""
+        if self._begin(prev_output_tokens, encoder_out, incremental_state, full_context_alignment):
+            assert self.compiled_step is not None and incremental_state is not None
+            return self._compiled_features(
+                self.compiled_step, prev_output_tokens, encoder_out, incremental_state,
+                alignment_layer, alignment_heads,
+            )  # fmt: skip
+        return super().extract_features(
+            prev_output_tokens, encoder_out, incremental_state, full_context_alignment,
+            alignment_layer, alignment_heads,
+        )  # fmt: skip
+
+    def _begin(
+        self,
+        prev_output_tokens: Tensor,
+        encoder_out: Optional[Dict[str, List[Tensor]]],
+        incremental_state: IncrementalState,
+        full_context_alignment: bool,
+    ) -> bool:
+        """Before a call: record the run's hypotheses per sentence at its first incremental
+        step (and, compiled, start the run); whether the compiled step serves this call. Once
+        per call or twice (``forward`` then ``extract_features``): the same either way."""
         step = self.compiled_step
         if step is not None and incremental_state is not None and not incremental_state:
             self._start_run(step, incremental_state)  # the run's first step
@@ -158,16 +206,9 @@ class ELTransformerDecoder(TransformerDecoderBase):
             rows = prev_output_tokens.size(0)
             if sentences and rows % sentences == 0:
                 set_hypotheses(incremental_state, rows // sentences)
-        if step is not None and self._compiled_applies(incremental_state, full_context_alignment):
-            assert incremental_state is not None
-            return self._compiled_features(
-                step, prev_output_tokens, encoder_out, incremental_state, alignment_layer,
-                alignment_heads,
-            )  # fmt: skip
-        return super().extract_features(
-            prev_output_tokens, encoder_out, incremental_state, full_context_alignment,
-            alignment_layer, alignment_heads,
-        )  # fmt: skip
+        if step is None:
+            return False
+        return self._compiled_applies(incremental_state, full_context_alignment)
 
     def _start_run(self, step: CompiledStep, incremental_state: IncrementalState) -> None:
         """Static caches for this run (step 0 runs eagerly and allocates them); its stats are
@@ -198,9 +239,11 @@ class ELTransformerDecoder(TransformerDecoderBase):
         incremental_state: Dict[str, Dict[str, Optional[Tensor]]],
         alignment_layer: Optional[int],
         alignment_heads: Optional[int],
+        project: bool = False,
     ):
-        """``extract_features`` for one step: the positions here (fairseq computes them from
-        the step number), the rest in :func:`~fairseq_el.models.compiled_step.decoder_step`."""
+        """``extract_features`` for one step (``forward`` with ``project``: the output layer
+        too): the positions here (fairseq computes them from the step number), the rest in
+        :func:`~fairseq_el.models.compiled_step.decoder_step`."""
         positions = None
         if self.embed_positions is not None:
             positions = self.embed_positions(
@@ -217,7 +260,7 @@ class ELTransformerDecoder(TransformerDecoderBase):
         x, attn, inner_states = step(
             self, prev_output_tokens[:, -1:].contiguous(), positions, enc, padding_mask,
             incremental_state, self.num_layers - 1 if alignment_layer is None else alignment_layer,
-            alignment_heads,
+            alignment_heads, project,
         )  # fmt: skip
         return x, {"attn": [attn], "inner_states": inner_states}
 
