@@ -169,6 +169,7 @@ def settings(args: argparse.Namespace, gen: Generation, ranks: ranks_mod.Ranks) 
         "world_size": ranks.world,
         "device": gen.device.type,
         "dtype": dtype,
+        "compile": args.compile_mode,
         "batch_rule": "auto"
         if args.batch_auto
         else (

@@ -19,6 +19,7 @@ from fairseq import options
 from fairseq.dataclass.configs import GenerationConfig
 
 from fairseq_el.files import file_sha256
+from fairseq_el.models.options import COMPILE_MODES
 from fairseq_el.paths import BPE_DIR
 from fairseq_el.usage import UsageError
 from fairseq_el.version import __version__
@@ -116,6 +117,14 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="JSON lines: the id field, echoed as user_id in every record (default: the first "
         "of id, custom_id; 'none': no ids)",
+    )
+    group.add_argument(
+        "--compile",
+        dest="compile_mode",
+        choices=COMPILE_MODES,
+        default="none",
+        help="the EL decoder's incremental step through torch.compile (the model option "
+        "el_compile, docs/compile.md): same tokens; compile time reported apart (default: none)",
     )
     group.add_argument(
         "--hf-model",

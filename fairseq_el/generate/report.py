@@ -85,6 +85,8 @@ def summary(
         "tokens_per_s": tokens / seconds if seconds else 0.0,
         "batch": batches,
         "out_of_memory_retries": sum(s.out_of_memory for s in stats),
+        "compile_graphs": sum(s.compile_graphs for s in stats),
+        "compile_seconds": max((s.compile_seconds for s in stats), default=0.0),
         "peak_memory_gib": max(s["peak_memory_gib"] for s in ranks_stats),
         "peak_memory_of": ranks_stats[0]["peak_memory_of"],
         **settings,
@@ -137,6 +139,12 @@ def describe(summary_: Dict[str, Any], output: Path, summary_path: Optional[Path
         f"({s['peak_memory_of']}), {s['attention']}, world size {s['world_size']}, "
         f"{s['device']} {s['dtype']}",
     ]
+    if s.get("compile") not in (None, "none"):
+        lines.append(
+            f"--compile {s['compile']}: {s['compile_graphs']} graphs compiled in "
+            f"{s['compile_seconds']:.1f}s of the {s['seconds']:.1f}s (decoding "
+            f"{s['seconds'] - s['compile_seconds']:.1f}s)"
+        )
     for reason, ids in s["skipped"].items():
         lines.append(f"skipped {len(ids)} examples ({reason}): ids {ids[:20]}")
     if s["truncated_sources"]:

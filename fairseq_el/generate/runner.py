@@ -72,6 +72,8 @@ class Stats:
     skipped: Dict[str, List[int]] = field(default_factory=dict)
     truncated: int = 0
     peak_bytes: int = 0
+    compile_graphs: int = 0  # --compile: graphs compiled, and the seconds that took (in seconds)
+    compile_seconds: float = 0.0
 
 
 def load_models(args: argparse.Namespace, task: Any) -> Tuple[List[torch.nn.Module], Any]:
@@ -81,6 +83,16 @@ def load_models(args: argparse.Namespace, task: Any) -> Tuple[List[torch.nn.Modu
         assert isinstance(user, dict)
     except (ValueError, SyntaxError, AssertionError) as err:
         raise UsageError(f"--model-overrides {args.model_overrides!r}: not a dict") from err
+    if args.compile_mode != "none":
+        given = user.get("el_compile", args.compile_mode)
+        if given != args.compile_mode:
+            raise UsageError(
+                f"--compile {args.compile_mode} and --model-overrides el_compile={given!r} "
+                "disagree; give one of them"
+            )
+        if args.stock:
+            raise UsageError("--compile compiles the EL decoder; --stock builds the stock model")
+        user = {**user, "el_compile": args.compile_mode}
     el_given = [k for k in OVERRIDE_KEYS if user.get(k) not in (None, False)]
     if args.stock and el_given:
         raise UsageError(
@@ -386,3 +398,6 @@ class Generation:
                 on_batch()
         if self.device.type == "cuda":
             stats.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+        steps = [getattr(m.decoder, "compiled_step", None) for m in self.models]
+        stats.compile_graphs = sum(s.total_graphs for s in steps if s is not None)
+        stats.compile_seconds = sum(s.total_compile_seconds for s in steps if s is not None)

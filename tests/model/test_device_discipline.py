@@ -41,7 +41,7 @@ from discipline import (
     DisciplineError,
     legacy_constructor_calls,
 )
-from helpers import assert_hypos_equal, exit_code, generate, make_batch
+from helpers import SCORE_TOL, assert_hypos_equal, exit_code, generate, make_batch
 
 DATA_DIR = Path(fairseq_el.__file__).parent / "data"
 
@@ -453,3 +453,37 @@ def test_fairseq_el_generate_is_disciplined(corpus):
     assert d.generates == 1 and d.steps > 1
     print(d.report("fairseq-el-generate"))
     d.assert_clean()
+
+
+def test_fairseq_el_generate_compile(corpus, monkeypatch, capsys):
+    """``fairseq-el-generate --compile``: the model option reaches the decoder, the records equal
+    the eager run's token for token, the summary reports the graphs and their seconds apart
+    from decoding; refused with --stock. Traced with ``aot_eager`` (no C++ compile here; the
+    inductor path is tests/model/test_compile.py's)."""
+    from fairseq_el.generate.cli import main
+    from fairseq_el.models import compiled_step
+
+    init = compiled_step.CompiledStep.__init__
+
+    def aot_eager(self, mode):
+        init(self, mode)
+        self.backend = "aot_eager"
+
+    monkeypatch.setattr(compiled_step.CompiledStep, "__init__", aot_eager)
+    argv = [str(corpus), "--path", str(corpus / "model.pt"), "-s", "source", "-t", "target",
+            "--gen-subset", "valid", "--truncate-source", "--max-len-b", "8", "--seed", "3",
+            "--no-progress-bar", "--batch-size", "4", "--beam", "4"]  # fmt: skip
+    eager, compiled = corpus / "eager.jsonl", corpus / "compiled.jsonl"
+    assert exit_code(main, [*argv, "--output", str(eager)]) == 0
+    assert exit_code(main, [*argv, "--compile", "default", "--output", str(compiled)]) == 0
+    records = [[json.loads(x) for x in p.read_text().splitlines()] for p in (eager, compiled)]
+    for a, b in zip(*records):
+        assert [h["tokens"] for h in a["hypotheses"]] == [h["tokens"] for h in b["hypotheses"]]
+        for ha, hb in zip(a["hypotheses"], b["hypotheses"]):
+            assert abs(ha["score"] - hb["score"]) < SCORE_TOL
+    summary = json.loads((corpus / "compiled.jsonl.summary.json").read_text())
+    assert summary["compile"] == "default" and summary["compile_graphs"] >= 1
+    assert 0 < summary["compile_seconds"] <= summary["seconds"]
+    assert "graphs compiled in" in capsys.readouterr().err
+    stock = [*argv, "--compile", "default", "--stock", "--output", str(corpus / "s.jsonl")]
+    assert exit_code(main, stock) == 2
