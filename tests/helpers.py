@@ -188,3 +188,12 @@ def assert_same_output(stock_out: str, el_out: str) -> int:
                 )
                 count += 1
     return count
+
+
+# search options of the decoder-only parity cases (beam with nbest, greedy, sampling, diverse)
+LM_SEARCHES = {
+    "beam": ["--beam", "4", "--nbest", "2"],
+    "greedy": ["--beam", "1"],
+    "sampling": ["--sampling", "--sampling-topk", "5", "--beam", "2", "--nbest", "2"],
+    "diverse_beam": ["--beam", "4", "--diverse-beam-groups", "2"],
+}

@@ -41,7 +41,7 @@ from discipline import (
     DisciplineError,
     legacy_constructor_calls,
 )
-from helpers import SCORE_TOL, assert_hypos_equal, exit_code, generate, make_batch
+from helpers import LM_SEARCHES, SCORE_TOL, assert_hypos_equal, exit_code, generate, make_batch
 
 DATA_DIR = Path(fairseq_el.__file__).parent / "data"
 
@@ -335,12 +335,7 @@ def test_sentences_finishing_at_different_steps(trained_transformer, variant, se
 # -- decoder-only: transformer_lm and the prompt task ------------------------------------------
 
 LM_ARCH = "transformer_lm_gpt2_tiny"
-LM_SEARCH = {
-    "beam": ["--beam", "4", "--nbest", "2"],
-    "greedy": ["--beam", "1"],
-    "sampling": ["--sampling", "--sampling-topk", "5", "--beam", "2", "--nbest", "2"],
-    "diverse_beam": ["--beam", "4", "--diverse-beam-groups", "2"],
-}
+LM_SEARCH = LM_SEARCHES
 LM_VARIANTS = {
     "el": [],
     "el_self_attention": ["--el-self-attention"],

@@ -8,15 +8,10 @@ from fairseq import options
 from fairseq_el.tasks.el_language_modeling import ELLanguageModelingTask, PromptSequenceGenerator
 from fairseq_el.testing import build_language_model, make_dictionary, tiny_lm_args
 
-from helpers import assert_hypos_equal, to_device
+from helpers import LM_SEARCHES, assert_hypos_equal, to_device
 
 ARCH = "transformer_lm_gpt2_tiny"
-SEARCH = {
-    "beam": ["--beam", "4", "--nbest", "2"],
-    "greedy": ["--beam", "1"],
-    "sampling": ["--sampling", "--sampling-topk", "5", "--beam", "2", "--nbest", "2"],
-    "diverse_beam": ["--beam", "4", "--diverse-beam-groups", "2"],
-}
+SEARCH = LM_SEARCHES
 VARIANTS = {
     "stock": (ARCH, []),
     "el": ("el_" + ARCH, []),
