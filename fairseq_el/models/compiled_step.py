@@ -98,10 +98,15 @@ def decoder_step(
     inner_states: List[Optional[Tensor]] = [x]
     for idx, layer in enumerate(decoder.layers):
         x, layer_attn, _ = layer(
-            x, enc, padding_mask, incremental_state, self_attn_mask=None,
+            x,
+            enc,
+            padding_mask,
+            incremental_state,
+            self_attn_mask=None,
             self_attn_padding_mask=self_attn_padding_mask,
-            need_attn=idx == alignment_layer, need_head_weights=idx == alignment_layer,
-        )  # fmt: skip
+            need_attn=idx == alignment_layer,
+            need_head_weights=idx == alignment_layer,
+        )
         inner_states.append(x)
         if layer_attn is not None and idx == alignment_layer:
             attn = layer_attn.float().to(x)

@@ -156,15 +156,25 @@ class ELTransformerDecoder(TransformerDecoderBase):
         if self._begin(prev_output_tokens, encoder_out, incremental_state, full_context_alignment):
             assert self.compiled_step is not None and incremental_state is not None
             return self._compiled_features(
-                self.compiled_step, prev_output_tokens, encoder_out, incremental_state,
-                alignment_layer, alignment_heads, project=not features_only,
-            )  # fmt: skip
+                self.compiled_step,
+                prev_output_tokens,
+                encoder_out,
+                incremental_state,
+                alignment_layer,
+                alignment_heads,
+                project=not features_only,
+            )
         return super().forward(
-            prev_output_tokens, encoder_out=encoder_out, incremental_state=incremental_state,
-            features_only=features_only, full_context_alignment=full_context_alignment,
-            alignment_layer=alignment_layer, alignment_heads=alignment_heads,
-            src_lengths=src_lengths, return_all_hiddens=return_all_hiddens,
-        )  # fmt: skip
+            prev_output_tokens,
+            encoder_out=encoder_out,
+            incremental_state=incremental_state,
+            features_only=features_only,
+            full_context_alignment=full_context_alignment,
+            alignment_layer=alignment_layer,
+            alignment_heads=alignment_heads,
+            src_lengths=src_lengths,
+            return_all_hiddens=return_all_hiddens,
+        )
 
     def extract_features(
         self,
@@ -180,13 +190,21 @@ class ELTransformerDecoder(TransformerDecoderBase):
         if self._begin(prev_output_tokens, encoder_out, incremental_state, full_context_alignment):
             assert self.compiled_step is not None and incremental_state is not None
             return self._compiled_features(
-                self.compiled_step, prev_output_tokens, encoder_out, incremental_state,
-                alignment_layer, alignment_heads,
-            )  # fmt: skip
+                self.compiled_step,
+                prev_output_tokens,
+                encoder_out,
+                incremental_state,
+                alignment_layer,
+                alignment_heads,
+            )
         return super().extract_features(
-            prev_output_tokens, encoder_out, incremental_state, full_context_alignment,
-            alignment_layer, alignment_heads,
-        )  # fmt: skip
+            prev_output_tokens,
+            encoder_out,
+            incremental_state,
+            full_context_alignment,
+            alignment_layer,
+            alignment_heads,
+        )
 
     def _begin(
         self,
@@ -258,10 +276,16 @@ class ELTransformerDecoder(TransformerDecoderBase):
         if encoder_out is not None and len(encoder_out["encoder_padding_mask"]) > 0:
             padding_mask = encoder_out["encoder_padding_mask"][0]
         x, attn, inner_states = step(
-            self, prev_output_tokens[:, -1:].contiguous(), positions, enc, padding_mask,
-            incremental_state, self.num_layers - 1 if alignment_layer is None else alignment_layer,
-            alignment_heads, project,
-        )  # fmt: skip
+            self,
+            prev_output_tokens[:, -1:].contiguous(),
+            positions,
+            enc,
+            padding_mask,
+            incremental_state,
+            self.num_layers - 1 if alignment_layer is None else alignment_layer,
+            alignment_heads,
+            project,
+        )
         return x, {"attn": [attn], "inner_states": inner_states}
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):

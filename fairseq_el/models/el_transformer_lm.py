@@ -47,9 +47,12 @@ class ELTransformerLanguageModel(TransformerLanguageModel):
         # before loading the model, so a seeded --sampling run would otherwise sample differently.
         with torch.random.fork_rng(devices=[]):
             decoder = ELTransformerDecoder(
-                TransformerConfig.from_namespace(args), task.target_dictionary,
-                stock.decoder.embed_tokens, no_encoder_attn=True, el_options=options,
-            )  # fmt: skip
+                TransformerConfig.from_namespace(args),
+                task.target_dictionary,
+                stock.decoder.embed_tokens,
+                no_encoder_attn=True,
+                el_options=options,
+            )
         if options.kv_heads is None:  # same shapes: start from the stock initialisation too
             decoder.load_state_dict(stock.decoder.state_dict())
         logger.info(

@@ -32,9 +32,13 @@ class ELTransformerEncoder(TransformerEncoderBase):
 
     sentences_per_pass: Optional[int] = None
 
-    def forward(self, src_tokens: Tensor, src_lengths: Optional[Tensor] = None,
-                return_all_hiddens: bool = False,
-                token_embeddings: Optional[Tensor] = None) -> Dict[str, List[Tensor]]:  # fmt: skip
+    def forward(
+        self,
+        src_tokens: Tensor,
+        src_lengths: Optional[Tensor] = None,
+        return_all_hiddens: bool = False,
+        token_embeddings: Optional[Tensor] = None,
+    ) -> Dict[str, List[Tensor]]:
         step = self.sentences_per_pass
         if not step or src_tokens.size(0) <= step:
             return super().forward(src_tokens, src_lengths, return_all_hiddens, token_embeddings)
