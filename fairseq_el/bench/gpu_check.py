@@ -141,6 +141,7 @@ def run_pytest(tests: Path, out: Path, seconds: float) -> Dict:
         "-p",
         "no:cacheprovider",
         f"--junitxml={junit}",
+        f"--rootdir={tests.parent}",  # test ids (and so tiers) relative to the checkout
     ]
     start = time.perf_counter()
     log = out / "pytest.log"
@@ -191,8 +192,9 @@ def tier_counts(junit: Path) -> Tuple[List[Dict], List[str]]:
     for case in ElementTree.parse(junit).iter("testcase"):
         if not case.get("name"):  # the test a Ctrl-C interrupted: a nameless entry
             continue
-        parts = case.get("classname", "").split(".")
-        tier = parts[1] if parts[0] == "tests" and len(parts) > 1 else parts[0]
+        parts = case.get("classname", "").split(".")  # [...,] tests, tier, module[, class]
+        after = len(parts) - parts[::-1].index("tests") if "tests" in parts[:-1] else 0
+        tier = parts[after]
         name = case.get("name", "")
         outcome = "passed"
         for child, label in (("failure", "failed"), ("error", "errors"), ("skipped", "skipped")):
