@@ -16,7 +16,6 @@ with the run's options, and compares every hypothesis:
 import argparse
 import copy
 import json
-import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,23 +26,17 @@ import torch
 from fairseq_el.generate.ranks import Ranks
 from fairseq_el.generate.runner import Generation, Stats
 from fairseq_el.generate.source import Sources
+from fairseq_el.rounding import half_ulp
 
 FP32_SCORE_TOL = 1e-4  # the project's fp32 tolerance on scores (tests: SCORE_TOL)
 EXIT_DIFFERS = 3  # exit status of a run whose --verify found a difference
-MANTISSA_BITS = {"fp16": 10, "bf16": 7}
-
-
-def half_ulp(dtype: str, magnitude: float) -> float:
-    """Half a unit in the last place of ``magnitude`` in ``dtype`` (fp16/bf16)."""
-    if magnitude == 0:
-        return 0.0
-    return 2.0 ** (math.floor(math.log2(abs(magnitude))) - MANTISSA_BITS[dtype] - 1)
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # --fp16 / --bf16
 
 
 def within_rule(stock: float, el: float, reference: float, dtype: str) -> bool:
     """The low-precision rule on one score: EL is at most twice as far from the fp32
     ``reference`` as stock in the same precision, plus half an ulp."""
-    return abs(el - reference) <= 2 * abs(stock - reference) + half_ulp(dtype, reference)
+    return abs(el - reference) <= 2 * abs(stock - reference) + half_ulp(DTYPES[dtype], reference)
 
 
 class Lines:

@@ -23,7 +23,6 @@ check (:mod:`fairseq_el.bench.gpu_check`); the dtypes by name are
 """
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -36,16 +35,9 @@ from fairseq_el.attention.cross import ELCrossAttention, ELGroupedCrossAttention
 from fairseq_el.attention.grouped import GroupedQueryAttention
 from fairseq_el.attention.self_attention import ELSelfAttention
 from fairseq_el.convert.kv_heads import repeat_kv_heads
+from fairseq_el.rounding import half_ulp
 
 Outputs = Dict[str, Tuple[Tensor, Tensor, Tensor]]  # name -> (reference, stock, EL)
-
-
-def half_ulp(dtype: torch.dtype, magnitude: float) -> float:
-    """Half the spacing of ``dtype`` numbers at ``magnitude``: the most that rounding a value of
-    that size to ``dtype`` changes it (normal numbers)."""
-    if magnitude <= 0:
-        return 0.0
-    return torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(magnitude)) / 2
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from test_generate import (
 
 from fairseq_el.generate import verify as verify_mod
 from fairseq_el.generate.cli import main
-from fairseq_el.generate.verify import FP32_SCORE_TOL, half_ulp, within_rule
+from fairseq_el.generate.verify import FP32_SCORE_TOL, within_rule
+from fairseq_el.rounding import half_ulp
 
 BEAM = ["--beam", "3", "--nbest", "2", "--batch-size", "4", "--num-workers", "0"]
 
@@ -70,6 +71,6 @@ def test_verify_fails_on_a_planted_difference(work, tmp_path, capsys, monkeypatc
 
 
 def test_low_precision_rule():
-    assert half_ulp("fp16", 1.0) == 2**-11 and half_ulp("bf16", -3.0) == 2**-7
+    assert half_ulp(torch.float16, 1.0) == 2**-11 and half_ulp(torch.bfloat16, -3.0) == 2**-7
     assert within_rule(stock=-1.10, el=-1.15, reference=-1.0, dtype="fp16")
     assert not within_rule(stock=-1.01, el=-1.5, reference=-1.0, dtype="bf16")
