@@ -235,7 +235,7 @@ class ELTransformerDecoder(TransformerDecoderBase):
         assert incremental_state is not None
         stats = step.new_run()
         if step.eager_reason is None:
-            marker = torch.empty(0)
+            marker = torch.empty(0, device="meta")  # holds nothing: a lifetime token
             mark_static(incremental_state, marker)
             weakref.finalize(marker, log_run, stats).atexit = False
 
