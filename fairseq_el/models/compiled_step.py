@@ -15,10 +15,19 @@ more for a single sentence (a size dynamo specializes), counted in :class:`Compi
 decoder compiles its own copy of the step's code, so models never evict each other from dynamo's
 cache (its ``recompile_limit`` is per code).
 
+Weights: on a CPU, inductor *freezes* the step (its ``freezing``): the decoder's weights become
+constants of the graph, prepacked for oneDNN's matmuls. A frozen graph would keep decoding with
+the weights it was compiled with, so each run first compares the decoder's :func:`weights_token`
+(every parameter's and buffer's storage, version counter and dtype) with the one it compiled
+against, and compiles afresh when the weights changed (an in-place update, ``load_state_dict``,
+a new device or dtype). Writes through ``tensor.data`` bypass version counters, as they bypass
+autograd: after one, call :meth:`CompiledStep.forget`.
+
 When compiling is impossible (no ``torch.compile``, an option the step does not cover, a
 compiler missing or failing), the decoder decodes eagerly and logs one line saying why.
 """
 
+import itertools
 import logging
 import time
 import types
@@ -155,6 +164,23 @@ def log_run(stats: CompileStats) -> None:
         logger.info(f"fairseq-el: {stats.summary()}")
 
 
+WeightsToken = Tuple[Tuple[int, int, torch.dtype], ...]
+
+
+def weights_token(module: torch.nn.Module) -> WeightsToken:
+    """What a frozen graph baked in from ``module``: per parameter and buffer, its storage
+    (data pointer), version counter (bumped by every in-place write but ``.data``'s) and dtype."""
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+
+
+def freezes(backend: str, device: torch.device) -> bool:
+    """Whether the step's graphs are frozen: inductor on a CPU (see the module's docstring).
+    Dynamo reads ``freezing`` from inductor's config while it traces, so it is set around
+    every call, not passed as a compile option (where it would not reach the trace)."""
+    return backend == "inductor" and device.type == "cpu"
+
+
 def _graphs_compiled() -> int:
     from torch._dynamo.utils import counters
 
@@ -177,16 +203,29 @@ class CompiledStep:
         self.mode = mode
         self.backend = "inductor"  # tests may trace with "aot_eager" (no C++ compile)
         self._compiled: Optional[Callable] = None
+        self._weights: Optional[WeightsToken] = None  # what the compiled graphs baked in
         self.eager_reason: Optional[str] = None
         if not hasattr(torch, "compile"):
             self.give_up(f"torch {torch.__version__} has no torch.compile")
 
-    def new_run(self) -> CompileStats:
-        """Stats for a new run; the last run's are logged now if its end was not seen."""
+    def new_run(self, decoder: torch.nn.Module) -> CompileStats:
+        """Stats for a new run of ``decoder``; the last run's are logged now if its end was not
+        seen. Graphs compiled against other weights are dropped (frozen graphs hold them)."""
         log_run(self.stats)
         self.runs += 1
         self.stats = CompileStats(self.mode, eager_reason=self.eager_reason)
+        weights = weights_token(decoder)
+        if self._compiled is not None and weights != self._weights:
+            logger.info(
+                f"fairseq-el: --el-compile {self.mode}: the weights changed; compiling again"
+            )
+            self.forget()
+        self._weights = weights
         return self.stats
+
+    def forget(self) -> None:
+        """Drop the compiled graphs (the next step compiles afresh, with the weights then)."""
+        self._compiled = None
 
     def give_up(self, reason: str) -> None:
         if self.eager_reason is None:
@@ -209,9 +248,11 @@ class CompiledStep:
         graphs, breaks, start = _graphs_compiled(), _graph_breaks(), time.perf_counter()
         try:
             # a frame past its recompile limit would silently run eagerly: make it an error
-            with torch._dynamo.config.patch(
+            limit = torch._dynamo.config.patch(
                 recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
-            ):
+            )
+            frozen = torch._inductor.config.patch(freezing=freezes(self.backend, args[1].device))
+            with limit, frozen:
                 out = self._compile()(*args)
         except Exception as error:  # a compiler missing or failing (before its graph runs)
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""

@@ -233,7 +233,7 @@ class ELTransformerDecoder(TransformerDecoderBase):
         logged once, when the run's state is freed (after the generator's call, or at the next
         run's start). A step that cannot compile keeps the eager decoder as without the option."""
         assert incremental_state is not None
-        stats = step.new_run()
+        stats = step.new_run(self)
         if step.eager_reason is None:
             marker = torch.empty(0, device="meta")  # holds nothing: a lifetime token
             mark_static(incremental_state, marker)

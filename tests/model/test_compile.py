@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from fairseq_el.models.compiled_step import log_run
+from fairseq_el.models.compiled_step import freezes, log_run
 from fairseq_el.models.options import ELOptionError, el_options
 from fairseq_el.testing import build_language_model, generation_args, tiny_lm_args
 
@@ -184,3 +184,35 @@ def test_decoder_only_model_without_recorded_hypotheses():
     assert_hypos_equal(*hypos)
     stats = el.decoder.compile_stats
     assert stats.eager_reason is None and stats.compiled_steps > 0 and stats.graph_breaks == 0
+
+
+def test_frozen_graphs_follow_changed_weights(caplog):
+    """On a CPU the step is frozen (weights are constants of its graph): a run after an in-place
+    change of the weights compiles again and decodes with the new ones, as eager EL does."""
+    eager, el, task, sample = _eager_twins()
+    argv = ["--max-len-a", "0", "--max-len-b", "6", "--beam", "1"]
+    before = generate(task, el, sample, argv)
+    assert_hypos_equal(generate(task, eager, sample, argv), before)
+    with torch.no_grad():  # the same in-place change in both: the output rows reversed
+        for model in (eager, el):
+            weight = model.decoder.output_projection.weight
+            weight.copy_(weight.flip(0))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fairseq_el.models.compiled_step"):
+        after = generate(task, el, sample, argv)
+    assert any("the weights changed; compiling again" in r.getMessage() for r in caplog.records)
+    assert el.decoder.compile_stats.graphs > 0 and el.decoder.compile_stats.eager_reason is None
+    assert_hypos_equal(generate(task, eager, sample, argv), after)
+    changed = [a[0]["tokens"].tolist() != b[0]["tokens"].tolist() for a, b in zip(before, after)]
+    assert any(changed), "the change left every hypothesis as it was: the test could not fail"
+
+
+def test_frozen_graph_holds_the_weights_it_was_compiled_with():
+    """Why the weights are compared: a frozen graph holds the weights it was compiled with (this
+    test fails if freezing stops reaching the trace, and the step would silently be unfrozen)."""
+    linear, x = torch.nn.Linear(8, 8), torch.randn(2, 8)
+    step = torch.compile(lambda module, x: module(x), fullgraph=True)
+    with torch.no_grad(), torch._inductor.config.patch(freezing=freezes("inductor", x.device)):
+        first = step(linear, x)
+        linear.weight.mul_(2)
+        assert torch.equal(step(linear, x), first)  # stale: the graph holds the old weights
