@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 
 POLICIES = ("el", "cached", "auto")
+# the default: exact either way, and never the slower of the two where the caches fit (measured in
+# docs/benchmarks.md); "el" keeps the smallest state (what --batch-size auto sizes batches for)
+DEFAULT_POLICY = "auto"
 AMORTIZED_STEPS = 64  # the one-time projection of a cached layer is spread over this many steps
 
 

@@ -6,7 +6,9 @@ Variants, all with the same weights:
   encoder-decoder keys/values are held per hypothesis and reordered every step.
 * ``stock-per-sentence``: stock fairseq as ``bart`` decodes: ``BARTModel.set_beam_size`` makes
   the encoder-decoder attention project and cache keys/values once per sentence.
-* ``el``: EL encoder-decoder attention (nothing cached for the encoder side).
+* ``el``: EL encoder-decoder attention (nothing cached for the encoder side): ``--el-policy el``
+  unless a model option names another (``el_policy=auto``, the package's default, is the
+  configuration a user gets without options).
 * ``el-sa``: ``el`` plus ``--el-self-attention`` (decoder layer inputs cached instead of K/V).
 
 Both stock regimes are stock fairseq code: the per-sentence one is BART's own hook bound to the
@@ -87,6 +89,8 @@ def _checkpoint_model(config: Config, variant: str) -> Tuple[torch.nn.Module, ob
 
 
 def _apply_options(args: argparse.Namespace, config: Config, variant: str) -> None:
+    if variant.startswith("el"):
+        args.el_policy = "el"  # the variant's meaning (see above), unless an option says otherwise
     for name, value in parse_model_options(config.model_options).items():
         setattr(args, name, value)
     if variant == "el-sa":

@@ -99,6 +99,8 @@ def load_models(args: argparse.Namespace, task: Any) -> Tuple[List[torch.nn.Modu
             f"--model-overrides {el_given[0]}: an EL model option, and --stock "
             "builds the stock model, which ignores it; drop one of them"
         )
+    if args.batch_auto and not args.stock and "el_policy" not in user:
+        user = {**user, "el_policy": "el"}  # batches sized by memory: the smallest state
     models, saved = [], None
     for path in utils.split_paths(args.path):
         try:

@@ -8,7 +8,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from fairseq_el.attention.policy import POLICIES
+from fairseq_el.attention.policy import DEFAULT_POLICY, POLICIES
 from fairseq_el.errors import UserError
 
 EL_SELF_ATTENTION_HELP = (
@@ -19,7 +19,8 @@ EL_SELF_ATTENTION_HELP = (
 POLICY_HELP = (
     "encoder-decoder attention per layer: el (no key/value cache), cached (project the encoder "
     "output once per sentence and cache it, as stock BART), or auto (the faster of the two by a "
-    "cost model of the device, within --el-memory-budget). All three give the same outputs"
+    "cost model of the device, within --el-memory-budget; the default). All three give the same "
+    "outputs; el keeps the smallest state (fairseq-el-generate --batch-size auto uses it)"
 )
 MEMORY_BUDGET_HELP = (
     "GB the cached projections of --el-policy auto may take (default: a tenth of the device's "
@@ -61,7 +62,7 @@ class ELOptionError(UserError, ValueError):
 class ELOptions:
     self_attention: bool = False  # --el-self-attention
     kv_heads: Optional[int] = None  # --decoder-kv-heads
-    policy: str = "el"  # --el-policy
+    policy: str = DEFAULT_POLICY  # --el-policy
     memory_budget: Optional[float] = None  # --el-memory-budget, GB
     encoder_batch: Optional[int] = None  # --el-encoder-batch
     compile: str = "none"  # --el-compile
@@ -89,7 +90,7 @@ def add_el_args(parser: argparse.ArgumentParser) -> None:
     """Add the EL model options to a model's argument group."""
     parser.add_argument("--el-self-attention", action="store_true", help=EL_SELF_ATTENTION_HELP)
     parser.add_argument("--decoder-kv-heads", type=int, metavar="N", help=KV_HEADS_HELP)
-    parser.add_argument("--el-policy", choices=POLICIES, default="el", help=POLICY_HELP)
+    parser.add_argument("--el-policy", choices=POLICIES, default=DEFAULT_POLICY, help=POLICY_HELP)
     parser.add_argument("--el-memory-budget", type=float, metavar="GB", help=MEMORY_BUDGET_HELP)
     parser.add_argument("--el-encoder-batch", type=int, metavar="N", help=ENCODER_BATCH_HELP)
     parser.add_argument("--el-compile", choices=COMPILE_MODES, default="none", help=COMPILE_HELP)
@@ -101,7 +102,7 @@ def el_options(args: argparse.Namespace) -> ELOptions:
     Values may come from ``--model-overrides`` as any Python literal, so each is checked: a
     boolean is True/False/1/0 (or those words as strings), never any truthy value.
     """
-    policy = _typed(args, "el_policy", str) or "el"
+    policy = _typed(args, "el_policy", str) or DEFAULT_POLICY
     if policy not in POLICIES:
         raise ELOptionError(f"--el-policy must be one of {', '.join(POLICIES)}, not {policy!r}")
     return ELOptions(

@@ -20,6 +20,7 @@ from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq.tasks.translation import TranslationTask
 
 from fairseq_el.convert.fairseq_inputs import lm_args, make_dictionary, translation_args
+from fairseq_el.models.architectures import is_el_arch
 
 __all__ = [
     "build_language_model",
@@ -33,6 +34,15 @@ __all__ = [
 ]
 
 
+def pinned(arch: str, extra: Sequence[str]) -> List[str]:
+    """``extra`` with ``--el-policy el`` for an EL ``arch`` that names no policy: a test of EL
+    attention runs EL in every layer, whatever the device (the default, ``auto``, chooses per
+    layer by a measured cost; tests of it name it)."""
+    if is_el_arch(arch) and "--el-policy" not in extra:
+        return [*extra, "--el-policy", "el"]
+    return list(extra)
+
+
 def build_translation_model(
     arch: str,
     src_dict: Dictionary,
@@ -42,7 +52,7 @@ def build_translation_model(
 ) -> Tuple[FairseqModel, TranslationTask, argparse.Namespace]:
     """Build ``arch`` for translation from ``src_dict`` to ``tgt_dict`` with seeded weights."""
     tgt_dict = src_dict if tgt_dict is None else tgt_dict
-    args = translation_args(arch, extra=extra)
+    args = translation_args(arch, extra=pinned(arch, extra))
     task = TranslationTask(args, src_dict, tgt_dict)
     torch.manual_seed(seed)
     model = task.build_model(args)
@@ -53,7 +63,7 @@ def build_language_model(
     arch: str, dictionary: Dictionary, extra: Sequence[str] = (), seed: int = 0
 ) -> Tuple[FairseqModel, LanguageModelingTask, argparse.Namespace]:
     """Build the decoder-only ``arch`` over ``dictionary`` with seeded weights."""
-    args = lm_args(arch, extra=extra)
+    args = lm_args(arch, extra=pinned(arch, extra))
     task = LanguageModelingTask(args, dictionary, dictionary)
     torch.manual_seed(seed)
     model = task.build_model(args)

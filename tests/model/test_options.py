@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from fairseq_el.models.options import ELOptionError, el_options
+from fairseq_el.models.options import ELOptionError, ELOptions, add_el_args, el_options
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -54,3 +54,11 @@ def test_override_keys_are_the_options_added():
     add_el_args(parser)
     added = {a.dest for a in parser._actions if a.dest != "help"}
     assert added == set(OVERRIDE_KEYS)
+
+
+def test_policy_default_is_auto_everywhere_a_default_is_read():
+    """The parser, the options of a checkpoint that records none, and the dataclass agree."""
+    parser = argparse.ArgumentParser()
+    add_el_args(parser)
+    assert parser.parse_args([]).el_policy == "auto"
+    assert el_options(argparse.Namespace()).policy == "auto" == ELOptions().policy

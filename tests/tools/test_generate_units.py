@@ -1,6 +1,7 @@
 """``fairseq-el-generate``'s pieces without a CLI: part files (torn lines, resume checks, the
 atomic merge), the option rewrites, and ``--batch-size auto`` against the measured state."""
 
+import argparse
 import json
 
 import pytest
@@ -9,10 +10,12 @@ from fairseq.data import Dictionary
 
 from fairseq_el.accounting import Attention, Dims
 from fairseq_el.bench.state import StateMeter
+from fairseq_el.convert.checkpoint import save_checkpoint
 from fairseq_el.generate.batching import AutoBatch, ModelMemory, weight_bytes
 from fairseq_el.generate.options import split_auto, with_shipped_bpe
 from fairseq_el.generate.parts import PartsError, PartStore, PartWriter, dumps
 from fairseq_el.generate.ranks import from_env
+from fairseq_el.generate.runner import load_models
 from fairseq_el.paths import DATA_DIR
 from fairseq_el.testing import build_translation_model, make_dictionary, tiny_args
 
@@ -158,3 +161,22 @@ def test_scores_name_their_scorer(tmp_path):
     assert 0 < rouge["rouge1"] < 100
     bleu = score(out, str(refs), "bleu")
     assert bleu["scorer"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|")
+
+
+@pytest.mark.parametrize("batch_auto, overrides, policy", [
+    (False, "{}", "auto"),  # the models' default
+    (True, "{}", "el"),  # batches sized by memory: the smallest state
+    (True, "{'el_policy': 'cached'}", "cached"),  # the user's word
+])  # fmt: skip
+def test_batch_auto_decodes_with_the_smallest_state(tmp_path, batch_auto, overrides, policy):
+    """``--batch-size auto`` sizes batches for EL's state, so it decodes with ``--el-policy el``
+    unless ``--model-overrides`` names a policy; otherwise the model default (``auto``) holds.
+    The checkpoint is a stock one, as users bring it (it records no EL option)."""
+    stock, task, args = build_translation_model("bart_base", make_dictionary(20), extra=tiny_args())
+    save_checkpoint(stock, args, str(tmp_path / "model.pt"))
+    options = argparse.Namespace(
+        path=str(tmp_path / "model.pt"), model_overrides=overrides, compile_mode="none",
+        stock=False, batch_auto=batch_auto, checkpoint_suffix="", checkpoint_shard_count=1,
+    )  # fmt: skip
+    (model,), _ = load_models(options, task)
+    assert model.decoder.el_policy.mode == policy
