@@ -278,14 +278,20 @@ class DecodingCache:
         else:
             ancestry = ancestry.gather(1, parents[:, :, None].expand(-1, -1, ancestry.size(-1)))
         cap = _capacity_of(self.buffer[names[0]])
-        self.buffer[ANCESTRY] = _regrown(ancestry.unsqueeze(-1), cap)[..., : self.length, :]
+        self.buffer[ANCESTRY] = self._kept(_regrown(ancestry.unsqueeze(-1), cap))
 
     def _keep_slots(self, names: List[str], slots: Tensor) -> None:
         """Keep the buffer rows ``slots`` (R',), a copy of their whole capacity."""
         for name in names + [PADDING]:
             view = self.buffer.get(name)
             if view is not None:
-                self.buffer[name] = _full(view).index_select(0, slots)[..., : view.size(-2), :]
+                self.buffer[name] = self._kept(_full(view).index_select(0, slots))
+
+    def _kept(self, full: Tensor) -> Tensor:
+        """What the buffer keeps of a whole buffer ``full``: a static cache keeps it whole (never
+        a view, as at its allocation: a compiled step's guards see one kind of tensor), a growing
+        one the view of its positions."""
+        return full if self.static else full[..., : self.length, :]
 
 
 def _padding_rows(padding: Optional[Tensor], rows: int, steps: int, device: torch.device) -> Tensor:

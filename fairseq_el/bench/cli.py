@@ -29,10 +29,12 @@ from fairseq_el.bench.models import VARIANTS
 from fairseq_el.bench.precision import DTYPES
 from fairseq_el.bench.report import (
     budget_table,
+    dtype_gain_table,
     header,
     plot_sweep,
     ratio_lines,
     run_table,
+    speedup_table,
     state_table,
     write_jsonl,
 )
@@ -464,17 +466,32 @@ def report_main(argv: Optional[Sequence[str]] = None) -> None:
         description="Table and ratios of benchmark runs in a JSON lines file",
     )
     p.add_argument("results", help="JSON lines written by fairseq-el-benchmark --out")
-    p.add_argument("--shape", required=True)
-    p.add_argument("--src-len", type=int, required=True)
-    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--shape")
+    p.add_argument("--src-len", type=int)
+    p.add_argument("--batch", type=int)
     p.add_argument("--reference", default="stock-per-sentence")
+    p.add_argument(
+        "--speedups",
+        action="store_true",
+        help="instead: one line per benchmark invocation (EL against the stock variant beside "
+        "it, compile cost, peak memory), then what bf16 gains over fp32 per variant",
+    )
     args = p.parse_args(argv)
-    rows = []
     text = read_text(input_file("RESULTS", Path(args.results)), "results file")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        r = json_object(line, f"{args.results}: line {number}")
+    records = [
+        json_object(line, f"{args.results}: line {number}")
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+    if args.speedups:
+        print(speedup_table(records))
+        print()
+        print(dtype_gain_table(records))
+        return
+    if None in (args.shape, args.src_len, args.batch):
+        raise UsageError("give --shape, --src-len and --batch (or --speedups)")
+    rows = []
+    for r in records:
         c = r.get("config", {})
         if r.get("kind") == "run" and (c.get("shape"), c.get("src_len"), c.get("batch")) == (
             args.shape,

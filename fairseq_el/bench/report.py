@@ -6,7 +6,7 @@ carries the machine load measured with it, because other processes skew CPU timi
 
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from fairseq_el.files import atomic_write, write_text
 from fairseq_el.tables import markdown_table
@@ -192,3 +192,92 @@ def plot_sweep(rows: Sequence[Dict], path: str, title: str) -> None:
     with atomic_write(path, "wb") as f:
         fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
+
+
+def _invocations(rows: Sequence[Dict]) -> List[Tuple[Dict, Dict]]:
+    """(reference, EL) pairs of runs that one ``fairseq-el-benchmark`` invocation measured: the
+    same config (model options, search and dtype included), a ``stock-*`` row then an ``el*``
+    row, paired in the order they were appended."""
+    waiting: Dict[str, List[Dict]] = {}
+    pairs = []
+    for r in rows:
+        if r.get("kind") != "run":
+            continue
+        key = json.dumps(r["config"], sort_keys=True)
+        if r["variant"].startswith("stock"):
+            waiting.setdefault(key, []).append(r)
+        elif waiting.get(key):
+            pairs.append((waiting[key].pop(0), r))
+    return pairs
+
+
+def speedup_table(rows: Sequence[Dict]) -> str:
+    """One line per invocation: EL (its model options) against the stock variant it ran beside,
+    samples/s, the ratio, tokens identical, what compiling cost (outside the timings) and peak
+    memory as a fraction of stock's."""
+    headers = (
+        "shape | batch | search | steps | dtype | stock variant | stock samples/s | EL options "
+        "| EL samples/s | speed | identical | graphs, compile s | peak memory | load 1m"
+    ).split(" | ")
+    body = []
+    for ref, el in _invocations(rows):
+        c = el["config"]
+        compiled = el.get("compile")
+        cost = "-" if not compiled else f"{compiled['graphs']}, {compiled['compile_seconds']:.0f}"
+        body.append(
+            [
+                c["shape"],
+                c["batch"],
+                c["search"],
+                c["steps"],
+                c["dtype"],
+                ref["variant"],
+                f"{ref['samples_per_s']:.3f}",
+                " ".join(c.get("model_options") or []) or "-",
+                f"{el['samples_per_s']:.3f}",
+                f"x{el['samples_per_s'] / ref['samples_per_s']:.2f}",
+                el["tokens_sha1"] == ref["tokens_sha1"],
+                cost,
+                f"x{el['peak_memory_mib'] / ref['peak_memory_mib']:.2f}",
+                f"{max(ref['load']['load_1m'], el['load']['load_1m']):.2f}",
+            ]
+        )
+    return markdown_table(headers, body, "lrlrllrlrrllrr")
+
+
+def dtype_gain_table(rows: Sequence[Dict], low: str = "bf16") -> str:
+    """What ``low`` gains over fp32 for each variant and configuration measured in both
+    (samples/s in ``low`` over samples/s in fp32; separate invocations)."""
+    fp32: Dict[str, Dict] = {}
+    for r in rows:
+        if r.get("kind") == "run" and r["config"]["dtype"] == "fp32":
+            fp32[_without_dtype(r)] = r
+    headers = (
+        f"shape | batch | search | variant | EL options | fp32 samples/s | {low} samples/s "
+        f"| {low} gain"
+    ).split(" | ")
+    body = []
+    for r in rows:
+        if r.get("kind") != "run" or r["config"]["dtype"] != low:
+            continue
+        base = fp32.get(_without_dtype(r))
+        if base is None:
+            continue
+        c = r["config"]
+        body.append(
+            [
+                c["shape"],
+                c["batch"],
+                c["search"],
+                r["variant"],
+                " ".join(c.get("model_options") or []) or "-",
+                f"{base['samples_per_s']:.3f}",
+                f"{r['samples_per_s']:.3f}",
+                f"x{r['samples_per_s'] / base['samples_per_s']:.2f}",
+            ]
+        )
+    return markdown_table(headers, body, "lrlllrrr")
+
+
+def _without_dtype(r: Dict) -> str:
+    return json.dumps({**r["config"], "dtype": None, "variant": r["variant"]}, sort_keys=True)

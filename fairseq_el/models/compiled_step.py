@@ -37,6 +37,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from fairseq_el.attention.cache import hypotheses
+
 logger = logging.getLogger(__name__)
 
 # graphs one decoder may compile before it decodes eagerly (dynamo's default is 8 per code; each
@@ -92,6 +94,12 @@ def decoder_step(
     tokens: (R, 1) the step's tokens; positions: (R, 1, C) or None. Returns the features
     (R, 1, C) (``project``: the output layer's logits, (R, 1, V)), the alignment layer's
     head-averaged attention and the inner states."""
+    k = hypotheses(incremental_state)
+    if k is not None and enc is not None:
+        # R = B k: without it R and B are unrelated sizes, every "R // B" (fairseq's per-sentence
+        # attention views its queries as (B, -1, ...)) a floor division the shape solver carries
+        # through every layer, which took minutes to compile at 6 layers and hours at 12
+        torch._check(tokens.size(0) == k * enc.size(1))
     x = decoder.embed_scale * decoder.embed_tokens(tokens)  # (R, 1, C)
     if decoder.quant_noise is not None:
         x = decoder.quant_noise(x)
@@ -141,20 +149,32 @@ def _own_copy(fn: Callable) -> Callable:
     )
 
 
-def _mark_dynamic(decoder, tokens, positions, enc, padding_mask, incremental_state, *_) -> None:
-    """Rows, sentences, source length and cache capacity as symbolic sizes from the first
-    graph on (dynamo would make them so only after a second graph); sizes 0 and 1 stay
-    specialized. ``maybe``: a size the code fixes stays fixed, without an error."""
-    mark = torch._dynamo.maybe_mark_dynamic
-    for tensor, dims in ((tokens, (0,)), (positions, (0,)), (enc, (0, 1)), (padding_mask, (0, 1))):
-        if tensor is not None:
-            for dim in dims:
-                mark(tensor, dim)
+def _mark_shapes(decoder, tokens, positions, enc, padding_mask, incremental_state, *_) -> None:
+    """Which sizes are symbolic. The step compiles with ``dynamic=True``: every size of its
+    inputs is symbolic unless marked, and equal sizes share a symbol ("duck sizing"). Rows and
+    sentences (dimension 0 everywhere) are left to that: each is one symbol across all inputs,
+    tied by ``R = B k``, so views such as fairseq's ``(B, -1, H, ...)`` of R rows simplify. Cache
+    capacities and source lengths (dimension -2 of the caches, the source dimension of the
+    encoder output and masks) are marked dynamic (a symbol each: a source length that equals a
+    capacity must not make the capacity's growth compile again); heads, head and model widths
+    and ``k`` are static (constants of the model and the run)."""
+    mark_dynamic, mark_static = torch._dynamo.maybe_mark_dynamic, torch._dynamo.mark_static
+    if positions is not None:
+        mark_static(positions, 2)
+    if enc is not None:
+        mark_dynamic(enc, 0)
+        mark_static(enc, 2)
+    if padding_mask is not None:
+        mark_dynamic(padding_mask, 1)
     for buffer in incremental_state.values():
         for tensor in buffer.values():
-            if isinstance(tensor, Tensor) and tensor.dim() >= 2:
-                mark(tensor, 0)  # rows (slots), sentences
-                mark(tensor, tensor.dim() - 2)  # cache capacity, source length
+            if not isinstance(tensor, Tensor) or tensor.dim() < 2:
+                continue
+            capacity = 1 if tensor.dim() == 2 else tensor.dim() - 2  # (B, S) masks; (..., T, F)
+            mark_dynamic(tensor, capacity)
+            for dim in range(1, tensor.dim()):
+                if dim != capacity:
+                    mark_static(tensor, dim)
 
 
 def log_run(stats: CompileStats) -> None:
@@ -236,7 +256,11 @@ class CompiledStep:
         if self._compiled is None:
             mode = None if self.mode == "default" or self.backend != "inductor" else self.mode
             self._compiled = torch.compile(
-                _own_copy(decoder_step), fullgraph=True, backend=self.backend, mode=mode
+                _own_copy(decoder_step),
+                fullgraph=True,
+                backend=self.backend,
+                mode=mode,
+                dynamic=True,
             )
         return self._compiled
 
@@ -244,12 +268,16 @@ class CompiledStep:
         if self.eager_reason is not None:
             self.stats.eager_steps += 1
             return decoder_step(*args)
-        _mark_dynamic(*args)
+        _mark_shapes(*args)
         graphs, breaks, start = _graphs_compiled(), _graph_breaks(), time.perf_counter()
         try:
-            # a frame past its recompile limit would silently run eagerly: make it an error
+            # a frame past its recompile limit would silently run eagerly: make it an error;
+            # Python numbers (k, the alignment layer, scales, eps) are constants, not inputs
             limit = torch._dynamo.config.patch(
-                recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True
+                recompile_limit=RECOMPILE_LIMIT,
+                fail_on_recompile_limit_hit=True,
+                specialize_int=True,
+                specialize_float=True,
             )
             frozen = torch._inductor.config.patch(freezing=freezes(self.backend, args[1].device))
             with limit, frozen:

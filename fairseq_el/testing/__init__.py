@@ -35,9 +35,9 @@ __all__ = [
 
 
 def pinned(arch: str, extra: Sequence[str]) -> List[str]:
-    """``extra`` with ``--el-policy el`` for an EL ``arch`` that names no policy: a test of EL
-    attention runs EL in every layer, whatever the device (the default, ``auto``, chooses per
-    layer by a measured cost; tests of it name it)."""
+    """``extra`` with ``--el-policy el`` for an EL encoder-decoder ``arch`` that names no policy:
+    a test of EL attention runs EL in every layer, whatever the device (the default, ``auto``,
+    chooses per layer by a measured cost; tests of it name it)."""
     if is_el_arch(arch) and "--el-policy" not in extra:
         return [*extra, "--el-policy", "el"]
     return list(extra)
@@ -63,7 +63,7 @@ def build_language_model(
     arch: str, dictionary: Dictionary, extra: Sequence[str] = (), seed: int = 0
 ) -> Tuple[FairseqModel, LanguageModelingTask, argparse.Namespace]:
     """Build the decoder-only ``arch`` over ``dictionary`` with seeded weights."""
-    args = lm_args(arch, extra=pinned(arch, extra))
+    args = lm_args(arch, extra=extra)
     task = LanguageModelingTask(args, dictionary, dictionary)
     torch.manual_seed(seed)
     model = task.build_model(args)

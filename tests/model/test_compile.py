@@ -96,18 +96,23 @@ def test_graphs_are_reused_and_bounded(compiled, caplog):
     assert 0 < step.total_graphs <= 2 * MAX_GRAPHS_PER_RUN, step.total_graphs
 
 
-def test_static_caches_grow_and_match_without_c_compiler():
-    """BART shape, EL self-attention, caches growing (capacity 8, then 16), traced by dynamo with
-    ``aot_eager``: one graph per step, few graphs, outputs as stock and eager EL."""
+@pytest.mark.parametrize("options", [
+    ["--el-self-attention"],
+    ["--el-policy", "cached"],  # fairseq's attention over a projection cached per sentence
+])  # fmt: skip
+def test_static_caches_grow_and_match_without_c_compiler(options):
+    """BART shape, caches growing (capacity 8, then 16), sentences finishing at different steps,
+    traced by dynamo with ``aot_eager``: one graph per step, few graphs, outputs as stock and
+    eager EL; with EL self-attention, and with the cached projection ``--el-policy auto`` (the
+    default) picks where it is the faster."""
     dictionary = make_dictionary(24)
-    options = ["--el-self-attention"]
     stock, eager, task = stock_and_el("bart_base", dictionary, tiny_args(dim=16), 2, options)
     _, el, _ = stock_and_el(
         "bart_base", dictionary, tiny_args(dim=16), 2, [*options, "--el-compile", "default"]
     )
     el.decoder.compiled_step.backend = "aot_eager"
     sample = make_batch(dictionary, [5, 9, 3], seed=3)
-    argv = ["--max-len-a", "0", "--max-len-b", "11", "--beam", "2"]
+    argv = ["--max-len-a", "1", "--max-len-b", "3", "--beam", "2"]  # 8 to 12 steps
     hypos = generate(task, el, sample, argv)
     stats = el.decoder.compile_stats
     assert stats.eager_reason is None and stats.graph_breaks == 0

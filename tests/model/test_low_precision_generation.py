@@ -327,6 +327,21 @@ def test_fairseq_el_generate_stock_vs_el(setup, trained_transformer, fp32_bleu, 
     assert metric_holds(bleu["stock"], bleu["el"], reference)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", LOW)
+def test_compiled_step_stock_vs_el(setup, trained_transformer, fp32_bleu, dtype):
+    """``--compile default`` (inductor, frozen weights) against ``--stock`` in low precision, beam
+    search: inductor fuses and reorders the step's arithmetic, so the same rule as eager EL."""
+    data, paths, _, _ = setup
+    stock_out = el_generate(data, paths["stock"], dtype, [*SEARCHES["beam"], "--stock"])
+    el_out = el_generate(data, paths["stock"], dtype, [*SEARCHES["beam"], "--compile", "default"])
+    bleu = compare_outputs(stock_out, el_out, setup, trained_transformer[2], dtype, "beam",
+                           f"fairseq-el-generate --{dtype} --compile default")  # fmt: skip
+    reference = fp32_bleu("beam")
+    print(f"  BLEU fp32 {reference:.2f}")
+    assert metric_holds(bleu["stock"], bleu["el"], reference)
+
+
 @pytest.mark.parametrize("dtype", LOW)
 def test_near_tie_check_rejects_real_differences(setup, trained_transformer, dtype):
     """The check is not vacuous: a token the reference clearly ranks lower is not a tie, a token

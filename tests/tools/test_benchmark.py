@@ -161,3 +161,32 @@ def test_low_precision_runs_in_that_dtype_with_tokens_identical_or_by_the_rule(t
         diffs = Diffs.of(ref, low, other, DTYPES[dtype])
         print(f"  {r['variant']} differs: {diffs.describe()}")
         assert diffs.holds(), r["variant"]
+
+
+def test_speedups_pair_each_invocation_and_gains_per_dtype(tmp_path, capsys):
+    """``fairseq-el-bench-report --speedups``: one line per invocation (EL against the stock row
+    beside it, its model options named), then bf16 over fp32 per variant."""
+    out = tmp_path / "bench.jsonl"
+    base = ["--shape", "tiny-bart", "--src-len", "7", "--batch", "2", "--beam", "2", "--steps",
+            "3", "--repeats", "1", "--threads", "1", "--in-process", "--out", str(out),
+            "--variants", "stock-per-sentence,el"]  # fmt: skip
+    for extra in ([], ["--model-option", "el_policy=auto"], ["--dtype", "bf16"]):
+        cli.main([*base, *extra])
+    capsys.readouterr()
+    cli.report_main([str(out), "--speedups"])
+    speedups, gains = capsys.readouterr().out.strip().split("\n\n")
+    lines = speedups.splitlines()[2:]
+    assert len(lines) == 3 and all("| stock-per-sentence |" in line for line in lines), lines
+    assert "| el_policy=auto |" in lines[1] and "| bf16 |" in lines[2]
+    assert all("| True |" in line for line in lines[:2])  # fp32: the very tokens
+    gain_lines = gains.splitlines()[2:]
+    assert [line.split(" | ")[3] for line in gain_lines] == ["stock-per-sentence", "el"]
+    with pytest.raises(UsageError, match="give --shape, --src-len and --batch"):
+        cli.report_main([str(out)])
+
+
+@pytest.mark.parametrize("options, policy", [((), "el"), (("el_policy=auto",), "auto")])
+def test_el_variant_is_el_attention_unless_an_option_says_otherwise(options, policy):
+    config = dataclasses.replace(TINY, model_options=options)
+    model, _ = build_variant(config, "el")
+    assert model.decoder.el_policy.mode == policy
