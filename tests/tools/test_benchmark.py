@@ -181,8 +181,11 @@ def test_speedups_pair_each_invocation_and_gains_per_dtype(tmp_path, capsys):
     assert all("| True |" in line for line in lines[:2])  # fp32: the very tokens
     gain_lines = gains.splitlines()[2:]
     assert [line.split(" | ")[3] for line in gain_lines] == ["stock-per-sentence", "el"]
-    with pytest.raises(UsageError, match="give --shape, --src-len and --batch"):
+    with pytest.raises(SystemExit) as exit_:
         cli.report_main([str(out)])
+    assert (
+        exit_.value.code == 2 and "give --shape, --src-len and --batch" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("options, policy", [((), "el"), (("el_policy=auto",), "auto")])
