@@ -5,4 +5,4 @@ Plain text on purpose: nothing here imports torch or fairseq, so ``fairseq-el-us
 stays fast (it loads this file by path, without importing the package).
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
