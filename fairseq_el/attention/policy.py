@@ -170,7 +170,10 @@ class ELPolicy:
             attention.num_heads,
             elem,
         )
-        return el <= cached
+        # a tie goes to the cache: the model prices both at the same bytes there, and EL's many
+        # small matmuls run below the roofline on a CPU (bart-base, batch 4, greedy: a tie in the
+        # model, and EL decoded at x0.74 of stock's speed; docs/benchmarks.md)
+        return el < cached
 
     def _cached_bytes(self, incremental_state: Dict[str, Dict[str, Optional[Tensor]]]) -> int:
         total = 0

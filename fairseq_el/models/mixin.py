@@ -30,8 +30,8 @@ class ELEncoderDecoderMixin:
         model = super().build_model(args, task)
         options = el_options(args)
         logger.info(
-            f"fairseq-el: built {cls.__name__} ({args.arch}), EL encoder-decoder attention, "
-            f"self-attention: {describe_self_attention(options)}"
+            f"fairseq-el: built {cls.__name__} ({args.arch}), encoder-decoder attention: "
+            f"--el-policy {options.policy}, self-attention: {describe_self_attention(options)}"
         )
         return model
 

@@ -60,8 +60,8 @@ def test_auto_follows_the_cost_model_and_the_memory_budget(trained_transformer, 
         layer.encoder_attn._incremental_state_id for layer in el.decoder.layers
     }
     compute_bound = Hardware(flops=1e9, bandwidth=1e15)  # FLOPs dominate: EL's H x FLOPs lose
-    bandwidth_bound = Hardware(flops=1e18, bandwidth=1e9)  # bytes dominate: EL reads less
-    for hw, expected in ((compute_bound, [0, 1]), (bandwidth_bound, [])):
+    bandwidth_bound = Hardware(flops=1e18, bandwidth=1e9)  # bytes dominate: the same bytes, a tie
+    for hw, expected in ((compute_bound, [0, 1]), (bandwidth_bound, [0, 1])):
         monkeypatch.setattr(policy_module, "measure_hardware", lambda device, dtype, hw=hw: hw)
         policy.memory_budget = 1e9
         assert cached_layers(el, task, sample, monkeypatch) == expected
@@ -69,6 +69,19 @@ def test_auto_follows_the_cost_model_and_the_memory_budget(trained_transformer, 
     one_layer = 2 * 2 * sample["net_input"]["src_tokens"].size(1) * 32 * 4  # K+V, 2 sentences
     policy.memory_budget = one_layer  # room for one layer's cache: the next one runs EL
     assert cached_layers(el, task, sample, monkeypatch) == [0]
+
+
+def test_auto_runs_el_where_the_model_prices_it_lower(trained_transformer, monkeypatch):
+    """Where the model prices EL lower (its work patched here: half the bytes of a cached
+    projection), auto runs EL and caches nothing."""
+    stock, el, task, dictionary = el_twin(trained_transformer, "--el-policy", "auto")
+    policy = el.decoder.el_policy
+    policy.memory_budget = 1e9
+    bandwidth_bound = Hardware(flops=1e18, bandwidth=1e9)
+    monkeypatch.setattr(policy_module, "measure_hardware", lambda device, dtype: bandwidth_bound)
+    monkeypatch.setattr(policy_module, "cross_attention_work", lambda *a: {
+        "el": (1.0, 1e6), "cached": (1.0, 2e6)})  # fmt: skip
+    assert cached_layers(el, task, make_batch(dictionary, [4, 6], seed=2), monkeypatch) == []
 
 
 def test_cost_model_prices_el_at_h_times_the_attention_flops():
