@@ -328,7 +328,7 @@ def test_fairseq_el_generate_stock_vs_el(setup, trained_transformer, fp32_bleu, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("dtype", ["bf16"])  # a CPU's low precision; fp16: 64/64 too, 2 minutes
 def test_compiled_step_stock_vs_el(setup, trained_transformer, fp32_bleu, dtype):
     """``--compile default`` (inductor, frozen weights) against ``--stock`` in low precision, beam
     search: inductor fuses and reorders the step's arithmetic, so the same rule as eager EL."""

@@ -110,3 +110,11 @@ def test_policy_option_is_a_model_argument(trained_transformer):
 def test_bad_option_values_are_refused_by_name(trained_transformer, option, value):
     with pytest.raises(ValueError, match=f"{option} must be at least"):
         el_twin(trained_transformer, option, value)
+
+
+def test_measuring_the_device_leaves_the_random_state_alone():
+    """Sampling draws from the global generator: the one-time measurement must not (it changed
+    every sampled hypothesis of ``fairseq-el-generate --sampling`` under ``auto``)."""
+    before = torch.get_rng_state()
+    policy_module.measure_hardware(torch.device("cpu"), torch.float64)  # a dtype not yet measured
+    assert torch.equal(torch.get_rng_state(), before)
