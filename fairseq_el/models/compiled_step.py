@@ -9,9 +9,10 @@ a run (it allocates the caches), and every full-sequence call (training, scoring
 
 Shapes: the caches are static (:mod:`fairseq_el.attention.cache`): their capacity changes only
 when a buffer grows (O(log T) times), their write position is a tensor; rows change only when
-sentences finish. Rows, sentences, source length and capacity are marked symbolic from the first
-graph on, so a run compiles a graph for its search width ``k`` (a constant of the code) and one
-more for a single sentence (a size dynamo specializes), counted in :class:`CompileStats`. Each
+sentences finish. Rows, sentences, source length and capacity are symbolic from the first graph
+on (:func:`_mark_shapes`, with ``R = B k`` checked at the top of the step), so a run compiles a
+graph for its search width ``k`` (a constant of the code), and one more for a single sentence (a
+size dynamo specializes), counted in :class:`CompileStats`. Each
 decoder compiles its own copy of the step's code, so models never evict each other from dynamo's
 cache (its ``recompile_limit`` is per code).
 
